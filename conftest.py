@@ -1,0 +1,35 @@
+"""Project-wide pytest set-up: the variant list and snapshot storage under fixtures/."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
+
+ROOT = Path(__file__).resolve().parent
+FIXTURES = ROOT / "fixtures"
+
+
+class FixturesJSONExtension(JSONSnapshotExtension):
+    """One readable JSON file per snapshot: fixtures/<test module>/<test id>.json."""
+
+    @classmethod
+    def dirname(cls, *, test_location) -> str:
+        return str(FIXTURES / Path(test_location.filepath).stem)
+
+    def serialize(self, data, **kwargs) -> str:
+        # Lists of numbers (shapes, dims) on one line: a diff then shows one line per layer.
+        text = super().serialize(data, **kwargs)
+        return _FLAT_LIST.sub(lambda m: json.dumps(json.loads(m.group(0))), text)
+
+
+_FLAT_LIST = re.compile(r"\[[^\[\]{}\"]*\]")
+
+
+@pytest.fixture
+def snapshot_json(snapshot):
+    """syrupy's `snapshot`, stored under fixtures/ instead of __snapshots__/."""
+    return snapshot.use_extension(FixturesJSONExtension)
