@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from syrupy.extensions.json import JSONSnapshotExtension
 
 ROOT = Path(__file__).resolve().parent
 FIXTURES = ROOT / "fixtures"
+
+# Hypothesis profiles: "ci" (default) is fast and deterministic, so a red run reproduces;
+# "thorough" explores far more of the spec space: CNP_HYPOTHESIS_PROFILE=thorough pytest
+settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile("thorough", max_examples=500, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile(os.environ.get("CNP_HYPOTHESIS_PROFILE", "ci"))
 
 
 class FixturesJSONExtension(JSONSnapshotExtension):
