@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from syrupy.extensions.json import JSONSnapshotExtension
 
+pytest_plugins = ["pytester"]  # nested runs prove the snapshot gates
+
 ROOT = Path(__file__).resolve().parent
 FIXTURES = ROOT / "fixtures"
 

@@ -1,0 +1,26 @@
+"""Static means static: building and summarizing on `meta` costs no real compute."""
+
+import time
+
+import pytest
+
+from cnp import VARIANTS, build, get_spec, summarize
+from cnp.analysis import compare
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_build_and_summarize_speed(variant, benchmark):
+    summary = benchmark(lambda: summarize(build(variant, device="meta")))
+    assert all(check.ok for check in compare(get_spec(variant), summary))
+
+
+def test_all_four_variants_summarize_in_under_a_second():
+    summarize("xs")  # PyTorch's first meta-tensor call costs about a second, once
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for name in VARIANTS:
+            summarize(build(name, device="meta"))
+        runs.append(time.perf_counter() - start)
+    # The fastest of three runs: the others measure the neighbours on a shared machine.
+    assert min(runs) < 1.0, runs
