@@ -54,6 +54,7 @@ def _table_row(summary: Summary) -> dict:
         "macs": summary.macs.total,
         "gmacs": round(summary.macs.total / 1e9, 4),
         "gmacs_conv_weights_only": round(summary.macs.conv_weights / 1e9, 4),
+        "gmacs_all_elementwise": round(summary.macs.all_elementwise / 1e9, 4),
         "mac_convention": MAC_CONVENTION,
         "paper": None if paper is None else {
             "params_m": paper.params_m,
@@ -108,15 +109,18 @@ def _print_table(rows: list[dict]) -> None:
         ])
     print("ConvNeXtPose variants built by cnp (meta device, 3x256x256 input) vs the paper\n")
     _print_columns(lines)
-    conv_only = ", ".join(
-        f"{r['variant']} {r['gmacs_conv_weights_only']:.3f} "
-        f"({(r['gmacs_conv_weights_only'] / r['paper']['gflops'] - 1) * 100:+.1f}%)" for r in rows)
+    def other_convention(field: str) -> str:
+        return ", ".join(f"{r['variant']} {r[field]:.3f} "
+                         f"({(r[field] / r['paper']['gflops'] - 1) * 100:+.1f}%)" for r in rows)
     print(
         "\nparams: trainable parameters, the paper's definition. state_dict: every state_dict"
         "\n  element, i.e. params + BatchNorm running_mean/running_var (C each) +"
         "\n  num_batches_tracked (1) per BatchNorm: the figure other documents quote."
         f"\nGMACs: {MAC_CONVENTION}."
-        f"\n  Conv weights alone (torch.utils.flop_counter, torchprofile): {conv_only}."
+        "\n  Conv weights alone (torch.utils.flop_counter, torchprofile):"
+        f"\n    {other_convention('gmacs_conv_weights_only')}"
+        "\n  One per element also for BatchNorm, ReLU, upsampling and residual adds:"
+        f"\n    {other_convention('gmacs_all_elementwise')}"
         "\nMPJPE / PA-MPJPE (mm, Human3.6M): the paper's; not computed here."
     )
     failed = [f"{r['variant']}.{c['field']}" for r in rows for c in r["checks"] if not c["ok"]]
