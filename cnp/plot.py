@@ -49,7 +49,7 @@ def plot_mpjpe_vs_throughput(results: list[dict], machine: dict, path: Path) -> 
                    f"{machine['torch_threads']} threads, torch {machine['torch']}", fontsize=10)
     axes.grid(True, alpha=0.3)
     axes.margins(x=0.15, y=0.15)
-    axes.legend(loc="upper right")
+    axes.legend(loc="best")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
