@@ -45,3 +45,19 @@ _FLAT_LIST = re.compile(r"\[[^\[\]{}\"]*\]")
 def snapshot_json(snapshot):
     """syrupy's `snapshot`, stored under fixtures/ instead of __snapshots__/."""
     return snapshot.use_extension(FixturesJSONExtension)
+
+
+# pytest-benchmark times every benchmark by default. Here the default run executes each
+# benchmark body once, as a plain correctness check (keeps `python -m pytest` fast); any
+# option that asks for timings (--benchmark-only, --benchmark-enable, saving, comparing)
+# runs them fully. Set before pytest-benchmark reads its options (tryfirst).
+_BENCHMARK_REQUESTS = ("benchmark_only", "benchmark_enable", "benchmark_save",
+                       "benchmark_autosave", "benchmark_compare", "benchmark_json",
+                       "benchmark_histogram")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    if hasattr(config.option, "benchmark_disable") and not any(
+            config.getoption(name, default=None) for name in _BENCHMARK_REQUESTS):
+        config.option.benchmark_disable = True

@@ -1,0 +1,119 @@
+"""The fast inference path computes the eager model's function, for every variant.
+
+BatchNorm statistics and affine parameters are randomized (non-trivial: freshly built
+BatchNorms are identities, which would hide a wrong fold).
+
+Tolerance (float32). The fast path reorders sums (folded weights, mkldnn channels-last
+kernels, the 1×1 conv before the upsampling), so results differ from eager by rounding
+only. Float32's unit roundoff is 6e-8; measured differences are ≤ 1e-6 of the heatmaps'
+largest magnitude. Heatmaps must agree within HEATMAP_TOL × max|eager heatmap| (about
+150 float32 ulps of the largest value): loose for any summation order, yet ~1e4 times
+tighter than a real fold error, which moves whole channels by O(max) (see
+test_tolerance_catches_an_inexact_fold). Coordinates are in heatmap units (0..63) after
+a softmax over up to 64³ voxels; they must agree within COORDS_ATOL (measured ≤ 1e-5).
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from cnp import VARIANTS, build, get_spec, soft_argmax
+from cnp.fast import fast_forward, fast_model, fold_bn_after_conv, fold_bn_before_conv
+
+HEATMAP_TOL = 1e-5
+COORDS_ATOL = 1e-4
+
+
+def randomize_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            c = bn.num_features
+            bn.running_mean.copy_(torch.randn(c, generator=generator) * 0.5)
+            bn.running_var.copy_(torch.rand(c, generator=generator) * 1.5 + 0.25)
+            bn.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+            bn.bias.copy_(torch.randn(c, generator=generator) * 0.5)
+    return model
+
+
+def assert_heatmaps_close(found: torch.Tensor, expected: torch.Tensor) -> None:
+    scale = expected.abs().max().item()
+    worst = (found - expected).abs().max().item()
+    assert worst <= HEATMAP_TOL * scale, f"max difference {worst:.3g} vs scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fast_model_computes_the_eager_function(variant):
+    spec = get_spec(variant)
+    eager = randomize_batchnorms(build(spec))
+    image = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected, found = eager.heatmaps(image), fast_model(eager).heatmaps(image)
+    assert found.shape == expected.shape and found.is_contiguous()
+    assert_heatmaps_close(found, expected)
+    torch.testing.assert_close(soft_argmax(found, spec.joint_num, spec.depth_dim),
+                               soft_argmax(expected, spec.joint_num, spec.depth_dim),
+                               rtol=0, atol=COORDS_ATOL)
+
+
+def test_fast_forward_gives_the_eager_coordinates_without_autograd():
+    eager = randomize_batchnorms(build("xs"))
+    image = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    found = fast_forward(fast_model(eager), image)
+    with torch.inference_mode():
+        expected = eager(image)
+    assert found.shape == (2, 18, 3) and not found.requires_grad
+    torch.testing.assert_close(found, expected, rtol=0, atol=COORDS_ATOL)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fast_model_keeps_only_the_final_batchnorm(variant):
+    fast = fast_model(build(variant, device="meta"))
+    batchnorms = [name for name, m in fast.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    # The final backbone BN feeds a zero-padded conv: folding it would be inexact.
+    assert batchnorms == ["norm"]
+
+
+def test_fast_model_leaves_the_eager_model_unchanged():
+    eager = randomize_batchnorms(build("xs"))
+    before = {k: v.clone() for k, v in eager.state_dict().items()}
+    fast_model(eager)
+    after = eager.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(isinstance(m.norm, nn.BatchNorm2d) for m in eager.backbone.stages[0])
+
+
+def _random_bn(channels: int) -> nn.BatchNorm2d:
+    return randomize_batchnorms(nn.BatchNorm2d(channels).eval(), seed=2)
+
+
+def test_bn_after_a_depthwise_conv_folds_exactly():
+    conv, bn = nn.Conv2d(8, 8, 7, padding=3, groups=8), _random_bn(8)
+    x = torch.randn(2, 8, 16, 16)
+    with torch.no_grad():
+        assert_heatmaps_close(fold_bn_after_conv(conv, bn)(x), bn(conv(x)))
+
+
+def test_bn_before_an_unpadded_strided_conv_folds_exactly():
+    bn, conv = _random_bn(8), nn.Conv2d(8, 16, 2, stride=2)
+    x = torch.randn(2, 8, 16, 16)
+    with torch.no_grad():
+        assert_heatmaps_close(fold_bn_before_conv(bn, conv)(x), conv(bn(x)))
+
+
+def test_bn_before_a_padded_conv_is_refused():
+    with pytest.raises(ValueError, match="padding 0"):
+        fold_bn_before_conv(_random_bn(8), nn.Conv2d(8, 8, 3, padding=1))
+
+
+def test_tolerance_catches_an_inexact_fold():
+    """Folding a BN into a following zero-padded conv is wrong only at the border: the
+    tolerance must still see it, or it would not catch a wrong fold elsewhere either."""
+    bn, conv = _random_bn(8), nn.Conv2d(8, 8, 3, padding=1)
+    unpadded = nn.Conv2d(8, 8, 3)
+    unpadded.load_state_dict(conv.state_dict())
+    folded = fold_bn_before_conv(bn, unpadded)
+    folded.padding = (1, 1)  # the inexact fold the fast path refuses to make
+    x = torch.randn(2, 8, 16, 16)
+    with torch.no_grad(), pytest.raises(AssertionError, match="max difference"):
+        assert_heatmaps_close(folded(x), conv(bn(x)))
