@@ -106,13 +106,16 @@ def _one_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _refusal(error: BaseException) -> str:
+def _refusal(error: BaseException, zip_format: bool) -> str:
     """torch's weights_only message is a page long; keep the line that names the culprit."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    culprit = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
-                   _one_line(error))
-    return ("refused: its pickle asks for more than tensors and plain data, which safe "
-            f"loading (weights_only=True) does not allow ({culprit}); nothing in it was run")
+    code = next((line for line in lines if "GLOBAL" in line), None)
+    if code:
+        return ("refused: its pickle calls code, which safe loading (weights_only=True) does "
+                f"not allow ({code}); nothing in it was run")
+    culprit = next((line for line in lines if "Unsupported" in line), _one_line(error))
+    kind = "damaged PyTorch zip archive" if zip_format else "not a PyTorch or safetensors checkpoint"
+    return f"{kind} (safe loading, weights_only=True, rejected it: {culprit})"
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:
@@ -178,7 +181,7 @@ def _read_torch(path: Path, zip_format: bool) -> Contents:
         obj = _torch_load(path, mmap=zip_format)
     except Exception as error:  # noqa: BLE001 - torch's loaders raise a zoo of types
         if "Weights only load failed" in str(error):
-            raise CheckpointError(path, _refusal(error)) from None
+            raise CheckpointError(path, _refusal(error, zip_format)) from None
         kind = "damaged or truncated PyTorch zip archive" if zip_format else \
             "not a PyTorch or safetensors checkpoint"
         raise CheckpointError(path, f"{kind} ({_one_line(error)})") from None
@@ -564,7 +567,9 @@ def load(path: str | os.PathLike, variant: str | VariantSpec | None = None, *,
     if stored:
         listed = "; ".join(f"{d.field} expected {d.expected} found {d.found}" for d in stored)
         raise CheckpointError(path, f"does not hold {spec.name}: {listed}")
-    model = build(spec, device=device)
+    # Built on meta and given uninitialized memory: every tensor is then overwritten by the
+    # strict load, so a random initialization would be wasted work.
+    model = build(spec, device="meta").to_empty(device=device)
     model.load_state_dict(contents.tensors(), strict=True)
     return model.eval()
 
