@@ -12,6 +12,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from syrupy.extensions.json import JSONSnapshotExtension
 
+pytest_plugins = ("pytester",)  # the snapshot gate is proven by nested pytest runs
+
 ROOT = Path(__file__).resolve().parent
 FIXTURES = ROOT / "fixtures"
 

@@ -26,6 +26,7 @@ TINY = VariantSpec(
     depth_dim=32,
 )
 POSITIONAL_NAMES = {"dwconv": "0", "norm": "1", "pwconv": "2"}
+POSITIONAL_HEAD_VARIANTS = ("m", "l")  # the released M and L files name head layers by position
 
 
 def seeded_model(spec, seed: int = 0):

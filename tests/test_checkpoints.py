@@ -16,7 +16,7 @@ import cnp
 from cnp import CheckpointError, VARIANTS
 from cnp.checkpoints import fingerprint, inspect, load, read
 from cnp.cli import main
-from checkpoint_files import TINY, RunsCode, official_state, save_official, seeded_model
+from checkpoint_files import POSITIONAL_HEAD_VARIANTS, TINY, RunsCode, official_state, save_official
 
 # The variant table of the spec page (../shared/convnextpose.md), typed in from there.
 SPEC_PAGE = {
@@ -25,25 +25,6 @@ SPEC_PAGE = {
     "m": dict(depths=[3, 3, 9, 3], dims=[48, 96, 192, 384], head=[256] * 3, upsample=[2, 2, 2], depth_dim=64),
     "l": dict(depths=[3, 3, 9, 3], dims=[48, 96, 192, 384], head=[512] * 3, upsample=[2, 2, 2], depth_dim=64),
 }
-POSITIONAL_HEAD_VARIANTS = ("m", "l")  # the released M and L files name head layers by position
-
-
-@pytest.fixture(scope="session")
-def released(tmp_path_factory):
-    """variant → (file in the official form, the state_dict it was saved from)."""
-    directory = tmp_path_factory.mktemp("released")
-    files = {}
-    for variant in VARIANTS:
-        state = seeded_model(variant, seed=len(files)).state_dict()
-        path = save_official(state, directory / f"ConvNeXtPose_{variant.upper()}.tar",
-                             positional_head=variant in POSITIONAL_HEAD_VARIANTS)
-        files[variant] = (path, state)
-    return files
-
-
-@pytest.fixture(scope="session")
-def tiny_state():
-    return seeded_model(TINY).state_dict()
 
 
 # ---------------------------------------------------------------- the released form
