@@ -58,12 +58,16 @@ def measure(path: str, repeat: int = 3, fingerprints: bool = True) -> dict:
         stored = torch.load(path, map_location="cpu", weights_only=True)["network"]
         model.load_state_dict(dict(zip(names, stored.values())), strict=True)
 
+    start = time.perf_counter()
+    plain_load()
+    plain_first = time.perf_counter() - start
     plain_s = median_seconds(plain_load, repeat)
     figures = {
         "file_mib": round(Path(path).stat().st_size / 2**20, 1),
         "variant": report.matched_variant,
         "inspect_first_s": round(first, 4),
         "inspect_median_s": round(inspect_s, 4),
+        "plain_load_first_s": round(plain_first, 4),
         "plain_load_median_s": round(plain_s, 4),
         "inspect_over_plain_load": round(inspect_s / plain_s, 3),
         "peak_rss_import_torch_mib": round(after_import_torch, 1),

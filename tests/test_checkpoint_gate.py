@@ -28,6 +28,11 @@ def project(pytester, released):
     return pytester, checkpoints
 
 
+def _run(pytester, *args):
+    # importlib: the copied test module has the same name as this suite's, already imported.
+    return pytester.runpytest("--import-mode=importlib", "-p", "no:cacheprovider", *args)
+
+
 def _snapshots(pytester) -> dict[str, bytes]:
     directory = pytester.path / SNAPSHOTS
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())} if directory.exists() else {}
@@ -47,30 +52,30 @@ def test_snapshot_gate(project):
     ids = ["xs-ConvNeXtPose_XS.tar", "s-ConvNeXtPose_S.tar"]
 
     # First run with --snapshot-update records one manifest per file, named by its id.
-    pytester.runpytest(directory, "--snapshot-update").assert_outcomes(passed=4)
+    _run(pytester, directory, "--snapshot-update").assert_outcomes(passed=4)
     assert set(_snapshots(pytester)) == {f"test_manifest_unchanged[{i}].json" for i in ids}
     accepted = _snapshots(pytester)
 
     # Unchanged files pass; -k xs selects the XS file and nothing else.
-    pytester.runpytest(directory).assert_outcomes(passed=4)
-    selected = pytester.runpytest(directory, "-k", "xs", "-v")
+    _run(pytester, directory).assert_outcomes(passed=4)
+    selected = _run(pytester, directory, "-k", "xs", "-v")
     selected.assert_outcomes(passed=2, deselected=2)
     assert all("[xs-" in line for line in selected.outlines if "PASSED" in line)
 
     # One changed weight fails that file's manifest until --snapshot-update accepts it.
     _change_one_weight(checkpoints / "ConvNeXtPose_XS.tar")
-    failed = pytester.runpytest(directory)
+    failed = _run(pytester, directory)
     failed.assert_outcomes(passed=3, failed=1)
     failed.stdout.fnmatch_lines(["FAILED *test_manifest_unchanged[[]xs-ConvNeXtPose_XS.tar[]]*"])
-    pytester.runpytest(directory, "--snapshot-update").assert_outcomes(passed=4)
-    pytester.runpytest(directory).assert_outcomes(passed=4)
+    _run(pytester, directory, "--snapshot-update").assert_outcomes(passed=4)
+    _run(pytester, directory).assert_outcomes(passed=4)
     updated = _snapshots(pytester)
     assert updated.keys() == accepted.keys()
     assert [name for name in updated if updated[name] != accepted[name]] == [
         f"test_manifest_unchanged[{ids[0]}].json"]
 
     # Updating other snapshots without a checkpoint directory keeps these ones.
-    skipped = pytester.runpytest("--snapshot-update", "-rs")
+    skipped = _run(pytester, "--snapshot-update", "-rs")
     skipped.assert_outcomes(skipped=2)
     skipped.stdout.fnmatch_lines(["*run `pytest --checkpoint-dir DIR`*"])
     assert _snapshots(pytester) == updated
@@ -80,12 +85,12 @@ def test_snapshot_gate(project):
 def test_snapshot_gate_under_xdist(project):
     pytester, checkpoints = project
     directory = f"--checkpoint-dir={checkpoints}"
-    pytester.runpytest(directory, "--snapshot-update").assert_outcomes(passed=4)
+    _run(pytester, directory, "--snapshot-update").assert_outcomes(passed=4)
     accepted = _snapshots(pytester)
 
     # Verifying in parallel works; updating in parallel is refused, touching nothing.
-    pytester.runpytest(directory, "-n", "2", "-p", "no:benchmark").assert_outcomes(passed=4)
-    refused = pytester.runpytest(directory, "-n", "2", "--snapshot-update")
+    _run(pytester, directory, "-n", "2", "-p", "no:benchmark").assert_outcomes(passed=4)
+    refused = _run(pytester, directory, "-n", "2", "--snapshot-update")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["*--snapshot-update cannot run under pytest-xdist*"])
     assert _snapshots(pytester) == accepted

@@ -29,8 +29,3 @@ def test_inspect_of_l_file_peaks_under_1_5_times_import_torch(figures):
     assert figures["inspect_peak_over_import_torch"] < 1.5, figures
     # The measure can fail: a plain load of the same file does exceed what inspect used.
     assert figures["peak_rss_after_plain_load_mib"] > figures["peak_rss_after_inspect_mib"] + 30, figures
-
-
-@pytest.mark.slow
-def test_inspect_is_faster_than_plain_load(figures):
-    assert figures["inspect_over_plain_load"] < 1, figures
