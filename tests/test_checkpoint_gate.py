@@ -46,7 +46,7 @@ def _change_one_weight(path: Path) -> None:
     save_official({k.removeprefix("module."): v for k, v in stored["network"].items()}, path)
 
 
-def test_snapshot_gate(project):
+def test_snapshot_gate(project, monkeypatch):
     pytester, checkpoints = project
     directory = f"--checkpoint-dir={checkpoints}"
     ids = ["xs-ConvNeXtPose_XS.tar", "s-ConvNeXtPose_S.tar"]
@@ -56,8 +56,11 @@ def test_snapshot_gate(project):
     assert set(_snapshots(pytester)) == {f"test_manifest_unchanged[{i}].json" for i in ids}
     accepted = _snapshots(pytester)
 
-    # Unchanged files pass; -k xs selects the XS file and nothing else.
-    _run(pytester, directory).assert_outcomes(passed=4)
+    # Unchanged files pass (the directory given by the environment this time); -k xs
+    # selects the XS file and nothing else.
+    with monkeypatch.context() as env:
+        env.setenv("CNP_CHECKPOINT_DIR", str(checkpoints))
+        _run(pytester).assert_outcomes(passed=4)
     selected = _run(pytester, directory, "-k", "xs", "-v")
     selected.assert_outcomes(passed=2, deselected=2)
     assert all("[xs-" in line for line in selected.outlines if "PASSED" in line)
@@ -94,3 +97,10 @@ def test_snapshot_gate_under_xdist(project):
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["*--snapshot-update cannot run under pytest-xdist*"])
     assert _snapshots(pytester) == accepted
+
+
+def test_missing_checkpoint_dir_is_a_usage_error(project):
+    pytester, checkpoints = project
+    result = _run(pytester, f"--checkpoint-dir={checkpoints / 'none'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--checkpoint-dir *none: no such directory*"])

@@ -6,6 +6,8 @@ import json
 import os
 import pickle
 import random
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -114,7 +116,7 @@ def test_load_of_file_labeled_xs_gives_the_s_model_it_holds(s_model_labeled_xs):
         cnp.load(s_model_labeled_xs, "xs")
 
 
-def test_expect_overrides_the_file_name(released, capsys):
+def test_expect_overrides_the_file_name(released):
     report = inspect(released["m"][0], expect="l")
     assert (report.matched_variant, report.expected_variant, report.expected_from) == ("m", "l", "argument")
     assert [d.field for d in report.differences] == ["head.channels"]
@@ -347,6 +349,18 @@ def test_joints_splits_the_final_layer(tiny_state, tmp_path):
     assert inspect(tmp_path / "a.tar", joint_num=9).inferred.depth_dim == 64
     with pytest.raises(CheckpointError, match="not a multiple of joint_num 7"):
         inspect(tmp_path / "a.tar", joint_num=7)
+
+
+@pytest.mark.slow
+def test_command_in_a_fresh_process_exits_2_with_one_line_and_runs_nothing(s_model_labeled_xs, tmp_path, tiny_state):
+    code, _ = _write_bad("code-in-archive", tmp_path, tiny_state)
+    run = subprocess.run([sys.executable, "-m", "cnp.cli", "inspect", str(s_model_labeled_xs), str(code)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.startswith(f"cnp: error: {code}: refused: its pickle calls code")
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert "MISMATCH: holds S (expected XS" in run.stdout
+    assert not (tmp_path / "ran").exists()
 
 
 # ---------------------------------------------------------------- convert
