@@ -1,4 +1,5 @@
-"""Project-wide pytest set-up: the variant list and snapshot storage under fixtures/."""
+"""Project-wide pytest set-up: snapshot storage under fixtures/, hypothesis profiles and
+`--checkpoint-dir DIR` (checkpoint files to verify)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,58 @@ class FixturesJSONExtension(JSONSnapshotExtension):
 
 
 _FLAT_LIST = re.compile(r"\[[^\[\]{}\"]*\]")
+
+
+# ---------------------------------------------------------------- checkpoint directories
+
+CHECKPOINT_DIR_ENV = "CNP_CHECKPOINT_DIR"
+NO_CHECKPOINT_DIR = (f"no checkpoint directory given: run `pytest --checkpoint-dir DIR` (or set "
+                     f"{CHECKPOINT_DIR_ENV}=DIR) to verify the checkpoint files in DIR")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--checkpoint-dir", metavar="DIR", default=os.environ.get(CHECKPOINT_DIR_ENV),
+        help=f"verify every checkpoint file in DIR (default: ${CHECKPOINT_DIR_ENV})")
+
+
+def pytest_configure(config):
+    directory = config.getoption("checkpoint_dir")
+    if directory and not Path(directory).is_dir():
+        raise pytest.UsageError(f"--checkpoint-dir {directory}: no such directory")
+    # Under pytest-xdist each worker sees only its share of the tests; snapshot tools have
+    # deleted or truncated the others' snapshots as "unused". Refuse rather than risk it.
+    workers = getattr(config.option, "numprocesses", None)
+    if (config.getoption("update_snapshots", False) and workers not in (None, 0)
+            and not hasattr(config, "workerinput")):
+        raise pytest.UsageError(
+            "--snapshot-update cannot run under pytest-xdist (-n): workers would each see "
+            "part of the snapshots; run `pytest --snapshot-update` without -n")
+
+
+def checkpoint_files(directory) -> list[Path]:
+    return sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def checkpoint_id(path: Path) -> str:
+    """`<variant the name claims>-<file name>`, so `pytest -k xs` selects the XS files."""
+    from cnp.checkpoints import variant_label
+
+    label = variant_label(path) or "unlabeled"
+    name = path.name if label == "xs" else re.sub("xs", "x_s", path.name, flags=re.IGNORECASE)
+    return f"{label}-{name}"
+
+
+def pytest_generate_tests(metafunc):
+    if "checkpoint_file" not in metafunc.fixturenames:
+        return
+    directory = metafunc.config.getoption("checkpoint_dir")
+    if directory:
+        params = [pytest.param(p, id=checkpoint_id(p)) for p in checkpoint_files(directory)]
+    else:
+        params = [pytest.param(None, id="no-checkpoint-dir",
+                               marks=pytest.mark.skip(reason=NO_CHECKPOINT_DIR))]
+    metafunc.parametrize("checkpoint_file", params)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cnp import checkpoints
 from cnp.analysis import MAC_CONVENTION, Summary, compare, millions, summarize
 from cnp.specs import VARIANTS, UnknownVariantError, get_spec
 
@@ -268,6 +269,40 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def cmd_inspect(args) -> int:
+    if args.expect:
+        get_spec(args.expect)  # an unknown name is a usage error before any file is read
+    status, rows = EXIT_OK, []
+    for path in args.paths:
+        try:
+            report = checkpoints.inspect(path, args.expect, joint_num=args.joints,
+                                         fingerprints=args.fingerprints)
+        except checkpoints.CheckpointError as error:
+            print(f"cnp: error: {error}", file=sys.stderr)
+            rows.append({"path": path, "error": error.problem})
+            status = EXIT_USAGE
+            continue
+        rows.append(report.to_dict())
+        if not args.json:
+            print(report.text())
+        if not report.match:
+            status = max(status, EXIT_MISMATCH)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return status
+
+
+def cmd_convert(args) -> int:
+    try:
+        target = checkpoints.convert(args.source, args.target, force=args.force,
+                                     joint_num=args.joints)
+    except checkpoints.CheckpointError as error:
+        print(f"cnp: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {target}")
+    return EXIT_OK
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnp", description="Verify the ConvNeXtPose architecture.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -297,6 +332,24 @@ def make_parser() -> argparse.ArgumentParser:
                        help="draw the paper's MPJPE against measured img/s (needs matplotlib)")
     bench.add_argument("--force", action="store_true", help="let --plot overwrite FILE")
     bench.set_defaults(run=cmd_bench)
+
+    inspect = commands.add_parser("inspect", help="what checkpoint files hold, from their tensors")
+    inspect.add_argument("paths", nargs="+", metavar="PATH")
+    inspect.add_argument("--expect", metavar="V",
+                         help="the variant the files should hold (default: the one the file name names)")
+    inspect.add_argument("--joints", type=int, default=checkpoints.DEFAULT_JOINTS, metavar="N",
+                         help="joint_num, to split the final layer into joints x depth (default 18)")
+    inspect.add_argument("--fingerprints", action="store_true",
+                         help="read every tensor once: sha256 per tensor, NaN/Inf reported")
+    inspect.add_argument("--json", action="store_true", help="a JSON list, one object per file")
+    inspect.set_defaults(run=cmd_inspect)
+
+    convert = commands.add_parser("convert", help="write a normalized state_dict (.safetensors or .pth)")
+    convert.add_argument("source", metavar="IN")
+    convert.add_argument("target", metavar="OUT")
+    convert.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    convert.add_argument("--joints", type=int, default=checkpoints.DEFAULT_JOINTS, metavar="N")
+    convert.set_defaults(run=cmd_convert)
     return parser
 
 
