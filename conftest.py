@@ -55,7 +55,7 @@ def pytest_addoption(parser):
         help=f"verify every checkpoint file in DIR (default: ${CHECKPOINT_DIR_ENV})")
 
 
-def pytest_configure(config):
+def _check_checkpoint_options(config):
     directory = config.getoption("checkpoint_dir")
     if directory and not Path(directory).is_dir():
         raise pytest.UsageError(f"--checkpoint-dir {directory}: no such directory")
@@ -109,8 +109,13 @@ _BENCHMARK_REQUESTS = ("benchmark_only", "benchmark_enable", "benchmark_save",
                        "benchmark_histogram")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config):
+def _untimed_benchmarks_by_default(config):
     if hasattr(config.option, "benchmark_disable") and not any(
             config.getoption(name, default=None) for name in _BENCHMARK_REQUESTS):
         config.option.benchmark_disable = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    _check_checkpoint_options(config)
+    _untimed_benchmarks_by_default(config)

@@ -49,8 +49,8 @@ def test_table_matches_and_exits_zero(capsys):
 
 def test_table_shows_every_variant_beside_the_paper(capsys):
     _, out, _ = run(capsys, "table")
-    rows = {line.split()[0]: line for line in out.splitlines() if line.split()[:1]
-            and line.split()[0] in VARIANTS}
+    rows = {line.split()[0]: line for line in out.splitlines()
+            if line.split(" ", 1)[0] in VARIANTS}
     assert set(rows) == set(VARIANTS)
     assert "7.44 (7.44) ok" in rows["s"] and "7.45 (7.45) ok" in rows["s"]
     assert "0.82," in rows["xs"] and "56.61" in rows["xs"]
