@@ -96,7 +96,7 @@ def _cases():
                                        id=f"{variant}-batch{batch}-{path}{suffix}")
 
 
-@pytest.mark.parametrize("variant, batch, path, device", _cases())
+@pytest.mark.parametrize("variant, batch, path, device", list(_cases()))
 def test_throughput(benchmark, roofline_gflops_s, variant, batch, path, device):
     if batch > 1 and benchmark.disabled and variant != "xs":
         pytest.skip("batch > 1 runs untimed for xs only (same code; keeps the default run fast)")
