@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from syrupy.extensions.json import JSONSnapshotExtension
 
+from cnp import golden
+
 ROOT = Path(__file__).resolve().parent
 FIXTURES = ROOT / "fixtures"
 
@@ -43,3 +45,18 @@ _FLAT_LIST = re.compile(r"\[[^\[\]{}\"]*\]")
 def snapshot_json(snapshot):
     """syrupy's `snapshot`, stored under fixtures/ instead of __snapshots__/."""
     return snapshot.use_extension(FixturesJSONExtension)
+
+
+class GoldenJSONExtension(FixturesJSONExtension):
+    """Golden outputs: floats match within cnp.golden's RTOL/ATOL, not digit for digit."""
+
+    def matches(self, *, serialized_data, snapshot_data) -> bool:
+        if snapshot_data is None:
+            return False
+        return not golden.mismatches(json.loads(snapshot_data), json.loads(serialized_data))
+
+
+@pytest.fixture
+def snapshot_golden(snapshot):
+    """`snapshot_json` with a tolerance: for float outputs that vary by platform noise."""
+    return snapshot.use_extension(GoldenJSONExtension)
