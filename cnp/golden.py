@@ -25,7 +25,7 @@ from cnp.specs import VariantSpec
 
 GOLDEN_SEED = 2023
 
-# Each stored float x passes when |found - x| <= ATOL + RTOL·|x| (math.isclose). float32
+# Each stored float x passes when |found - x| <= ATOL + RTOL·|x|. float32
 # platform noise through this network is about 1e-6 relative (float64 vs float32 of the
 # same model differ by less: tests/test_golden.py checks it); every listed mutation moves
 # the fingerprint by 1e-2 or more. 1e-4 sits between, two decades from each.
@@ -179,24 +179,33 @@ def golden_output(model: ConvNeXtPose, image: torch.Tensor) -> dict:
     return fingerprint(heatmaps, coords)
 
 
-def mismatches(expected, found, path: str = "") -> list[str]:
-    """Where `found` differs from `expected` beyond the tolerance; [] when they agree.
+def deviations(expected, found, path: str = "") -> list[tuple[str, float]]:
+    """(where, ratio) for every stored value: ratio = |found - x| / (ATOL + RTOL·|x|).
 
-    Integers (shapes, indices) and strings must be equal; floats within ATOL + RTOL·|x|.
+    A value passes at ratio <= 1. Integers (shapes, indices), strings and the structure
+    itself must be equal: a difference there has ratio inf.
     """
     if isinstance(expected, dict) and isinstance(found, dict):
         if expected.keys() != found.keys():
-            return [f"{path or '/'}: keys {sorted(found)} != {sorted(expected)}"]
-        return [m for key in expected for m in mismatches(expected[key], found[key], f"{path}/{key}")]
+            return [(f"{path or '/'}: keys {sorted(found)} != {sorted(expected)}", math.inf)]
+        return [d for key in expected for d in deviations(expected[key], found[key], f"{path}/{key}")]
     if isinstance(expected, list) and isinstance(found, list):
         if len(expected) != len(found):
-            return [f"{path}: length {len(found)} != {len(expected)}"]
-        return [m for i, (e, f) in enumerate(zip(expected, found))
-                for m in mismatches(e, f, f"{path}[{i}]")]
+            return [(f"{path}: length {len(found)} != {len(expected)}", math.inf)]
+        return [d for i, (e, f) in enumerate(zip(expected, found))
+                for d in deviations(e, f, f"{path}[{i}]")]
     if isinstance(expected, float) and isinstance(found, (int, float)):
-        if math.isclose(found, expected, rel_tol=RTOL, abs_tol=ATOL):
-            return []
-        return [f"{path}: {found!r} != {expected!r} (rtol {RTOL}, atol {ATOL})"]
-    if type(expected) is type(found) and expected == found:
-        return []
-    return [f"{path}: {found!r} != {expected!r}"]
+        ratio = abs(found - expected) / (ATOL + RTOL * abs(expected))
+        return [(f"{path}: {found!r} != {expected!r} (rtol {RTOL}, atol {ATOL})", ratio)]
+    ratio = 0.0 if type(expected) is type(found) and expected == found else math.inf
+    return [(f"{path}: {found!r} != {expected!r}", ratio)]
+
+
+def mismatches(expected, found) -> list[str]:
+    """Where `found` differs from `expected` beyond the tolerance; [] when they agree."""
+    return [where for where, ratio in deviations(expected, found) if not ratio <= 1.0]
+
+
+def worst_ratio(expected, found) -> float:
+    """The largest deviation in units of the tolerance: < 1 passes, > 1 fails."""
+    return max((ratio for _, ratio in deviations(expected, found)), default=0.0)

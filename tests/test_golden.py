@@ -13,10 +13,15 @@ import torch
 from torch import nn
 
 from cnp import VARIANTS
-from cnp.golden import golden_output, mismatches, seeded_input, seeded_model
+from cnp.golden import golden_output, mismatches, seeded_input, seeded_model, worst_ratio
 from cnp.model import Block
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "test_golden"
+
+# Deviations in units of the golden tolerance (cnp.golden.RTOL/ATOL); measured: float64
+# at most 0.05, every mutation 1000 or more (docs/numerics.md). Both keep a wide margin.
+NOISE_AT_MOST = 0.2
+MUTATION_AT_LEAST = 100.0
 
 
 def stored_golden(variant: str) -> dict:
@@ -37,7 +42,7 @@ def test_golden_tolerance_absorbs_float64(variant):
     """float64 differs from float32 by more than float32 platforms differ from each other."""
     model = seeded_model(variant).double()
     found = golden_output(model, seeded_input(model.spec).double())
-    assert mismatches(stored_golden(variant), found) == []
+    assert worst_ratio(stored_golden(variant), found) <= NOISE_AT_MOST
 
 
 def test_golden_batchnorm_is_not_identity():
@@ -101,3 +106,4 @@ def test_golden_catches(variant, mutation):
     MUTATIONS[mutation](model)
     found = golden_output(model, seeded_input(model.spec))
     assert mismatches(stored_golden(variant), found) != []
+    assert worst_ratio(stored_golden(variant), found) >= MUTATION_AT_LEAST
