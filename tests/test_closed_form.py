@@ -20,6 +20,8 @@ from cnp.analysis import millions
 from cnp.specs import VariantSpec
 from tests.strategies import variant_specs
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+
 
 def _head_channels(spec: VariantSpec) -> list[tuple[int, int, int, int]]:
     """(in_channels, out_channels, kernel, upsample) of each head layer."""

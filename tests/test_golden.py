@@ -16,6 +16,8 @@ from cnp import VARIANTS
 from cnp.golden import golden_output, mismatches, seeded_input, seeded_model, worst_ratio
 from cnp.model import Block
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "test_golden"
 
 # Deviations in units of the golden tolerance (cnp.golden.RTOL/ATOL); measured: float64

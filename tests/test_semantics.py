@@ -5,6 +5,7 @@ align_corners=True, soft-argmax as the expectation over a whole softmax volume, 
 residual block output = input + branch, eval-mode BatchNorm with running statistics.
 """
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +14,8 @@ from torch import nn
 from cnp import build, soft_argmax
 from cnp.golden import seed_weights
 from cnp.model import Block
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 # ------------------------------------------------------------------------- upsampling
 
