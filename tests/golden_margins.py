@@ -34,5 +34,6 @@ def margins(variant: str) -> dict[str, float]:
 
 if __name__ == "__main__":
     for variant in sys.argv[1:] or ["xs", "s", "m", "l"]:
-        cells = ", ".join(f"{k} {v:.3f}" if v < 1 else f"{k} {v:.0f}" for k, v in margins(variant).items())
+        cells = ", ".join(f"{name} {ratio:.3f}" if ratio < 1 else f"{name} {ratio:.0f}"
+                          for name, ratio in margins(variant).items())
         print(f"{variant}: {cells}")

@@ -13,7 +13,7 @@ Hypothesis draws specs from tests/strategies.py; the four published variants run
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 
 from cnp import VARIANTS, build, get_spec, summarize
 from cnp.analysis import millions
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 def _head_channels(spec: VariantSpec) -> list[tuple[int, int, int, int]]:
     """(in_channels, out_channels, kernel, upsample) of each head layer."""
     ins = [spec.backbone.dims[3]] + [layer.out_channels for layer in spec.head[:2]]
-    return [(c, layer.out_channels, layer.kernel, layer.upsample) for c, layer in zip(ins, spec.head)]
+    return [(c, layer.out_channels, layer.kernel, layer.upsample)
+            for c, layer in zip(ins, spec.head)]
 
 
 def _areas(spec: VariantSpec) -> tuple[list[int], list[int], int]:
@@ -161,8 +162,6 @@ def test_summary_equals_closed_forms_for_random_specs(spec):
     assert reported(spec) == {quantity: form(spec) for quantity, form in CLOSED_FORMS.items()}
 
 
-# A real forward costs ~50 meta traces: a fifth of the profile's examples ("ci": 5).
-@settings(max_examples=max(5, settings.default.max_examples // 5))
 @given(variant_specs())
 def test_cpu_forward_shapes_follow_the_spec_formula(spec):
     model = build(spec)

@@ -67,7 +67,8 @@ def test_soft_argmax_of_a_one_hot_volume_is_its_voxel(shape, data):
         z, y, x = (data.draw(st.integers(0, n - 1)) for n in (depth, h, w))
         heatmaps[0, j * depth + z, y, x] = 200.0  # exp(-200) is 0 in float32: exact one-hot
         voxels.append([x, y, z])
-    assert torch.equal(soft_argmax(heatmaps, joints, depth), torch.tensor([voxels], dtype=torch.float32))
+    expected = torch.tensor([voxels], dtype=torch.float32)
+    assert torch.equal(soft_argmax(heatmaps, joints, depth), expected)
 
 
 @given(volumes)
@@ -110,8 +111,9 @@ def test_batchnorm_in_eval_uses_running_statistics():
     model = seed_weights(build("xs"))  # running statistics far from (0, 1)
     bn = model.backbone.stages[1][0].norm
     x = 3.0 * torch.randn(4, bn.num_features, 5, 5) + 2.0
-    by_hand = ((x - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + 1e-5)
-               * bn.weight[:, None, None] + bn.bias[:, None, None])
+    mean, var, weight, bias = (t.view(-1, 1, 1).detach()
+                               for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias))
+    by_hand = (x - mean) / torch.sqrt(var + 1e-5) * weight + bias
     before = (bn.running_mean.clone(), bn.running_var.clone())
     with torch.no_grad():
         torch.testing.assert_close(bn(x), by_hand)
