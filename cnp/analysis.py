@@ -15,13 +15,14 @@ adds and soft-argmax are listed separately and left out of the total.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from cnp.model import Block, ConvNeXtPose, DeConv, build
-from cnp.specs import VariantSpec
+from cnp.specs import VariantSpec, get_spec
 
 MAC_CONVENTION = "conv weight MACs + conv bias adds (BatchNorm, ReLU, upsampling, residual adds excluded)"
 BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -174,8 +175,18 @@ def _trace(model: ConvNeXtPose, image: torch.Tensor):
 
 def summarize(model: ConvNeXtPose | VariantSpec | str) -> Summary:
     """Summarize a built model (or build one on `meta` from a variant name or spec)."""
-    if not isinstance(model, ConvNeXtPose):
-        model = build(model, device="meta")
+    if isinstance(model, ConvNeXtPose):
+        return _summarize_model(model)
+    return _summarize_spec(get_spec(model) if isinstance(model, str) else model)
+
+
+@functools.lru_cache(maxsize=64)
+def _summarize_spec(spec: VariantSpec) -> Summary:
+    # A summary is a function of the frozen spec alone: trace each spec once per process.
+    return _summarize_model(build(spec, device="meta"))
+
+
+def _summarize_model(model: ConvNeXtPose) -> Summary:
     spec = model.spec
     device = next(model.parameters()).device
     image = torch.empty(1, 3, *spec.input_size, device=device)

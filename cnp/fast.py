@@ -16,7 +16,9 @@
    real arithmetic. The conv then runs on a quarter of the pixels: for L that removes
    2.4 of its 4.3 GMACs.
 3. Channels-last memory format (mkldnn's fast layout for 1×1 and depthwise convs) for
-   the convolutions; heatmaps are returned contiguous, as the eager model returns them.
+   the convolutions and the upsampling, kept to the end: `heatmaps()` returns the same
+   values and shape as the eager model's in channels-last memory, and soft-argmax reads
+   that layout directly instead of copying the volume back to NCHW.
 
 Run it under `torch.inference_mode()`; `fast_forward` does that for you.
 Floating-point results differ from the eager model only by rounding (summation order):
@@ -30,7 +32,7 @@ import copy
 import torch
 from torch import nn
 
-from cnp.model import ConvNeXtPose, soft_argmax
+from cnp.model import ConvNeXtPose
 
 
 def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,10 +133,36 @@ class FastConvNeXtPose(nn.Module):
         for downsample, stage in zip(self.downsample_layers, self.stages):
             x = stage(downsample(x))
         x = self.final_layer(self.deconv_layers(self.norm(x)))
-        return _maybe_upsample(x, self.upsample_last).contiguous()
+        return _maybe_upsample(x, self.upsample_last)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return soft_argmax(self.heatmaps(image), self.spec.joint_num, self.spec.depth_dim)
+        return soft_argmax_channels_last(self.heatmaps(image), self.spec.joint_num,
+                                         self.spec.depth_dim)
+
+
+def soft_argmax_channels_last(heatmaps: torch.Tensor, joint_num: int,
+                              depth_dim: int) -> torch.Tensor:
+    """cnp.model.soft_argmax for heatmaps in channels-last memory, without a layout copy.
+
+    In channels-last memory (N, J·D, h, w) is laid out as (N, h, w, J, D): viewing it so
+    and reducing over (h, w, D) per joint is the same softmax and expectation, while the
+    NCHW reshape of the reference would first copy the whole volume (for M and L that
+    copy costs more than the head's last convolution).
+    """
+    n, _, h, w = heatmaps.shape
+    volume = heatmaps.permute(0, 2, 3, 1).reshape(n, h, w, joint_num, depth_dim)
+    weights = (volume - volume.amax(dim=(1, 2, 4), keepdim=True)).exp_()
+    total = weights.sum(dim=(1, 2, 4))  # (N, J)
+
+    def expected(marginal: torch.Tensor, size: int) -> torch.Tensor:
+        # marginal: (N, size, J) probability mass per index, up to the common `total`.
+        ramp = torch.arange(size, device=heatmaps.device, dtype=heatmaps.dtype)
+        return (marginal * ramp[None, :, None]).sum(dim=1) / total
+
+    x = expected(weights.sum(dim=(1, 4)), w)
+    y = expected(weights.sum(dim=(2, 4)), h)
+    z = expected(weights.sum(dim=(1, 2)).transpose(1, 2), depth_dim)
+    return torch.stack((x, y, z), dim=2)
 
 
 def fast_model(model: ConvNeXtPose) -> FastConvNeXtPose:
