@@ -183,9 +183,13 @@ def _read_torch(path: Path, zip_format: bool) -> Contents:
     except Exception as error:  # noqa: BLE001 - torch's loaders raise a zoo of types
         if "Weights only load failed" in str(error):
             raise CheckpointError(path, _refusal(error, zip_format)) from None
-        kind = "damaged or truncated PyTorch zip archive" if zip_format else \
-            "not a PyTorch or safetensors checkpoint"
-        raise CheckpointError(path, f"{kind} ({_one_line(error)})") from None
+        if zip_format:
+            problem = f"damaged or truncated PyTorch zip archive ({_one_line(error)})"
+        else:
+            # torch's legacy unpickler fails with bare KeyErrors ('101'): show the bytes.
+            with open(path, "rb") as stream:
+                problem = f"not a PyTorch or safetensors checkpoint (starts with {stream.read(12)!r})"
+        raise CheckpointError(path, problem) from None
     state, wrapper, epoch = _unwrap(path, obj)
     contents = from_state_dict(state, str(path))
     return dataclasses.replace(contents, format="torch-zip" if zip_format else "torch-legacy",
