@@ -33,11 +33,6 @@ INPUT = 256
 variants = pytest.mark.parametrize("variant", list(VARIANTS))
 
 
-@pytest.fixture(scope="module")
-def summaries():
-    return {name: summarize(name) for name in VARIANTS}
-
-
 def official_keys(variant: str) -> list[str]:
     """The state_dict keys in order, derived from the spec page's naming rules."""
     page = SPEC_PAGE[variant]
@@ -76,11 +71,11 @@ def test_state_dict_keys_are_official(variant):
 
 
 @variants
-def test_key_counts(variant, summaries):
+def test_key_counts(variant):
     expected = official_keys(variant)
     buffers = [k for k in expected if k.rsplit(".", 1)[1] in ("running_mean", "running_var",
                                                               "num_batches_tracked")]
-    keys = summaries[variant].keys
+    keys = summarize(variant).keys
     assert (keys.total, keys.buffers, keys.params) == (
         len(expected), len(buffers), len(expected) - len(buffers))
     assert keys.backbone == sum(k.startswith("backbone.") for k in expected)
@@ -88,10 +83,10 @@ def test_key_counts(variant, summaries):
 
 
 @variants
-def test_backbone_stages(variant, summaries):
+def test_backbone_stages(variant):
     page = SPEC_PAGE[variant]
-    stages = summaries[variant].stages
-    assert summaries[variant].backbone == page["backbone"]
+    stages = summarize(variant).stages
+    assert summarize(variant).backbone == page["backbone"]
     assert [s.blocks for s in stages] == page["depths"]
     assert [s.dim for s in stages] == page["dims"]
     assert [s.kernel for s in stages] == [7, 7, 7, 7]
@@ -99,26 +94,26 @@ def test_backbone_stages(variant, summaries):
 
 
 @variants
-def test_head_layers(variant, summaries):
+def test_head_layers(variant):
     page = SPEC_PAGE[variant]
-    layers = summaries[variant].head_layers
+    layers = summarize(variant).head_layers
     assert [(h.in_channels, h.out_channels, h.kernel) for h in layers] == [
         (page["dims"][3], page["head"], 3), (page["head"], page["head"], 3),
         (page["head"], page["head"], 3)]
-    assert summaries[variant].final_layer == (page["head"], JOINTS * page["depth_dim"])
+    assert summarize(variant).final_layer == (page["head"], JOINTS * page["depth_dim"])
 
 
 @variants
-def test_head_upsampling(variant, summaries):
+def test_head_upsampling(variant):
     # Measured from the traced shapes: upsampling has no parameters to count.
-    assert list(summaries[variant].head_upsample) == SPEC_PAGE[variant]["upsample"]
+    assert list(summarize(variant).head_upsample) == SPEC_PAGE[variant]["upsample"]
 
 
 @variants
-def test_output_shapes(variant, summaries):
+def test_output_shapes(variant):
     page = SPEC_PAGE[variant]
     side = INPUT // 32 * 2 ** sum(u == 2 for u in page["upsample"])
-    summary = summaries[variant]
+    summary = summarize(variant)
     assert side == page["heatmap"]
     assert summary.heatmap_shape == (JOINTS * page["depth_dim"], side, side)
     assert summary.volume_shape == (JOINTS, page["depth_dim"], side, side)
@@ -126,19 +121,19 @@ def test_output_shapes(variant, summaries):
 
 
 @variants
-def test_params_match_paper(variant, summaries):
-    assert round(summaries[variant].params / 1e6, 2) == PAPER[variant][0]
+def test_params_match_paper(variant):
+    assert round(summarize(variant).params / 1e6, 2) == PAPER[variant][0]
 
 
 @pytest.mark.parametrize("variant", list(OTHER_DOCUMENTS_M))
-def test_state_dict_numel_matches_other_documents(variant, summaries):
-    assert round(summaries[variant].state_dict_numel / 1e6, 2) == OTHER_DOCUMENTS_M[variant]
+def test_state_dict_numel_matches_other_documents(variant):
+    assert round(summarize(variant).state_dict_numel / 1e6, 2) == OTHER_DOCUMENTS_M[variant]
 
 
 @variants
-def test_count_difference_is_batchnorm_buffers(variant, summaries):
+def test_count_difference_is_batchnorm_buffers(variant):
     # running_mean and running_var hold C elements each, num_batches_tracked one.
-    summary = summaries[variant]
+    summary = summarize(variant)
     channels = batchnorm_channels(variant)
     assert summary.batchnorm_layers == len(channels)
     assert summary.state_dict_numel - summary.params == sum(2 * c + 1 for c in channels)
@@ -146,22 +141,22 @@ def test_count_difference_is_batchnorm_buffers(variant, summaries):
 
 
 @variants
-def test_gmacs_within_one_percent_of_paper(variant, summaries):
-    gmacs = summaries[variant].macs.total / 1e9
+def test_gmacs_within_one_percent_of_paper(variant):
+    gmacs = summarize(variant).macs.total / 1e9
     assert gmacs == pytest.approx(PAPER[variant][1], rel=0.01)
 
 
 @variants
-def test_conv_macs_match_pytorch_flop_counter(variant, summaries):
+def test_conv_macs_match_pytorch_flop_counter(variant):
     model = build(variant, device="meta")
     with FlopCounterMode(display=False) as counter:
         model.heatmaps(torch.empty(1, 3, INPUT, INPUT, device="meta"))
-    assert summaries[variant].macs.conv_weights * 2 == counter.get_total_flops()
+    assert summarize(variant).macs.conv_weights * 2 == counter.get_total_flops()
 
 
 @variants
-def test_bias_adds_are_one_per_conv_output(variant, summaries):
-    summary = summaries[variant]
+def test_bias_adds_are_one_per_conv_output(variant):
+    summary = summarize(variant)
     conv_outputs = sum(r.out_shape[1] * r.out_shape[2] * r.out_shape[3]
                        for r in summary.layers if r.kind == "Conv2d")
     assert summary.macs.conv_bias == conv_outputs
