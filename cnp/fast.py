@@ -152,16 +152,19 @@ def soft_argmax_channels_last(heatmaps: torch.Tensor, joint_num: int,
     n, _, h, w = heatmaps.shape
     volume = heatmaps.permute(0, 2, 3, 1).reshape(n, h, w, joint_num, depth_dim)
     weights = (volume - volume.amax(dim=(1, 2, 4), keepdim=True)).exp_()
-    total = weights.sum(dim=(1, 2, 4))  # (N, J)
+    # Two passes over the volume: summed over depth, and summed over the image plane.
+    plane = weights.sum(dim=4)  # (N, h, w, J)
+    depth = weights.sum(dim=(1, 2))  # (N, J, D)
+    total = depth.sum(dim=2)  # (N, J)
 
     def expected(marginal: torch.Tensor, size: int) -> torch.Tensor:
         # marginal: (N, size, J) probability mass per index, up to the common `total`.
         ramp = torch.arange(size, device=heatmaps.device, dtype=heatmaps.dtype)
         return (marginal * ramp[None, :, None]).sum(dim=1) / total
 
-    x = expected(weights.sum(dim=(1, 4)), w)
-    y = expected(weights.sum(dim=(2, 4)), h)
-    z = expected(weights.sum(dim=(1, 2)).transpose(1, 2), depth_dim)
+    x = expected(plane.sum(dim=1), w)
+    y = expected(plane.sum(dim=2), h)
+    z = expected(depth.transpose(1, 2), depth_dim)
     return torch.stack((x, y, z), dim=2)
 
 
