@@ -150,11 +150,13 @@ def soft_argmax_channels_last(heatmaps: torch.Tensor, joint_num: int,
     copy costs more than the head's last convolution).
     """
     n, _, h, w = heatmaps.shape
-    volume = heatmaps.permute(0, 2, 3, 1).reshape(n, h, w, joint_num, depth_dim)
-    weights = (volume - volume.amax(dim=(1, 2, 4), keepdim=True)).exp_()
-    # Two passes over the volume: summed over depth, and summed over the image plane.
-    plane = weights.sum(dim=4)  # (N, h, w, J)
-    depth = weights.sum(dim=(1, 2))  # (N, J, D)
+    volume = heatmaps.permute(0, 2, 3, 1).reshape(n, h * w, joint_num, depth_dim)
+    # Reductions over the pixel axis first: it is the outer one, so they vectorize over
+    # the contiguous J·D channels; what is left per joint is small.
+    peak = volume.amax(dim=1, keepdim=True).amax(dim=3, keepdim=True)  # (N, 1, J, 1)
+    weights = (volume - peak).exp_()
+    depth = weights.sum(dim=1)  # (N, J, D)
+    plane = weights.sum(dim=3).reshape(n, h, w, joint_num)  # (N, h, w, J)
     total = depth.sum(dim=2)  # (N, J)
 
     def expected(marginal: torch.Tensor, size: int) -> torch.Tensor:
