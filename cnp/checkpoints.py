@@ -318,6 +318,8 @@ def _looks_like_convnextpose(table) -> bool:
 
 def infer(contents: Contents, joint_num: int = DEFAULT_JOINTS) -> Inferred:
     """The architecture from the tensor table alone, checked against its own key set."""
+    if joint_num < 1:  # the caller's mistake, not the file's: no CheckpointError
+        raise ValueError(f"joint_num must be a positive integer, got {joint_num}")
     path, table = contents.path, contents.table
     if not _looks_like_convnextpose(table):
         sample = ", ".join(list(table)[:3])

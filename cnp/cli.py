@@ -337,7 +337,7 @@ def make_parser() -> argparse.ArgumentParser:
     inspect.add_argument("paths", nargs="+", metavar="PATH")
     inspect.add_argument("--expect", metavar="V",
                          help="the variant the files should hold (default: the one the file name names)")
-    inspect.add_argument("--joints", type=int, default=checkpoints.DEFAULT_JOINTS, metavar="N",
+    inspect.add_argument("--joints", type=_positive_int, default=checkpoints.DEFAULT_JOINTS, metavar="N",
                          help="joint_num, to split the final layer into joints x depth (default 18)")
     inspect.add_argument("--fingerprints", action="store_true",
                          help="read every tensor once: sha256 per tensor, NaN/Inf reported")
@@ -348,7 +348,7 @@ def make_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", metavar="IN")
     convert.add_argument("target", metavar="OUT")
     convert.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    convert.add_argument("--joints", type=int, default=checkpoints.DEFAULT_JOINTS, metavar="N")
+    convert.add_argument("--joints", type=_positive_int, default=checkpoints.DEFAULT_JOINTS, metavar="N")
     convert.set_defaults(run=cmd_convert)
     return parser
 

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 import cnp
 from cnp import CheckpointError, VARIANTS
-from cnp.checkpoints import fingerprint, inspect, load, read
+from cnp.checkpoints import fingerprint, from_state_dict, infer, inspect, load, read
 from cnp.cli import main
 from checkpoint_files import POSITIONAL_HEAD_VARIANTS, TINY, RunsCode, official_state, save_official
 
@@ -349,6 +349,21 @@ def test_joints_splits_the_final_layer(tiny_state, tmp_path):
     assert inspect(tmp_path / "a.tar", joint_num=9).inferred.depth_dim == 64
     with pytest.raises(CheckpointError, match="not a multiple of joint_num 7"):
         inspect(tmp_path / "a.tar", joint_num=7)
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert"])
+@pytest.mark.parametrize("joints", ["0", "-2", "nine"])
+def test_joints_must_be_a_positive_integer(command, joints, tmp_path, capsys):
+    paths = [str(tmp_path / "a.tar")] + ([str(tmp_path / "b.pth")] if command == "convert" else [])
+    assert main([command, *paths, "--joints", joints]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("cnp: error: ") and f"expected a positive integer, got '{joints}'" in err
+
+
+def test_api_refuses_a_joint_count_below_one(tiny_state):
+    with pytest.raises(ValueError, match="joint_num must be a positive integer, got 0"):
+        infer(from_state_dict(tiny_state), joint_num=0)
 
 
 @pytest.mark.slow
