@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from cnp import build
 from cnp.specs import BackboneSpec, HeadLayerSpec, VariantSpec
 
 # A small ConvNeXtPose that follows the released models' conventions (cubic volumes at
@@ -27,19 +26,6 @@ TINY = VariantSpec(
 )
 POSITIONAL_NAMES = {"dwconv": "0", "norm": "1", "pwconv": "2"}
 POSITIONAL_HEAD_VARIANTS = ("m", "l")  # the released M and L files name head layers by position
-
-
-def seeded_model(spec, seed: int = 0):
-    """A model with seeded weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = build(spec)
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.normal_()
-            elif name.endswith("running_var"):
-                buffer.uniform_(0.5, 2.0)
-    return model
 
 
 def positional(key: str) -> str:

@@ -3,7 +3,8 @@
 import pytest
 
 from cnp import VARIANTS
-from checkpoint_files import POSITIONAL_HEAD_VARIANTS, TINY, save_official, seeded_model
+from cnp.golden import seeded_model
+from checkpoint_files import POSITIONAL_HEAD_VARIANTS, TINY, save_official
 
 
 class Released(dict):

@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 
 from cnp import CheckpointError, build, inspect, load
 from cnp.checkpoints import from_state_dict, infer
-from checkpoint_files import TINY, official_state, save_official, seeded_model
+from cnp.golden import seeded_model
+from checkpoint_files import TINY, official_state, save_official
 from strategies import variant_specs
 
 CONVENTION_SIDE = 256 // 32  # heatmap side before upsampling, at the released 256x256 input
