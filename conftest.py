@@ -103,6 +103,21 @@ def snapshot_json(snapshot):
     return snapshot.use_extension(FixturesJSONExtension)
 
 
+class GoldenJSONExtension(FixturesJSONExtension):
+    """Golden outputs: floats match within cnp.golden's RTOL/ATOL, not digit for digit."""
+
+    def matches(self, *, serialized_data, snapshot_data) -> bool:
+        if snapshot_data is None:
+            return False
+        return not golden.mismatches(json.loads(snapshot_data), json.loads(serialized_data))
+
+
+@pytest.fixture
+def snapshot_golden(snapshot):
+    """`snapshot_json` with a tolerance: for float outputs that vary by platform noise."""
+    return snapshot.use_extension(GoldenJSONExtension)
+
+
 # pytest-benchmark times every benchmark by default. Here the default run executes each
 # benchmark body once, as a plain correctness check (keeps `python -m pytest` fast); any
 # option that asks for timings (--benchmark-only, --benchmark-enable, saving, comparing)
@@ -122,20 +137,6 @@ def _untimed_benchmarks_by_default(config):
 def pytest_configure(config):
     _check_checkpoint_options(config)
     _untimed_benchmarks_by_default(config)
-
-class GoldenJSONExtension(FixturesJSONExtension):
-    """Golden outputs: floats match within cnp.golden's RTOL/ATOL, not digit for digit."""
-
-    def matches(self, *, serialized_data, snapshot_data) -> bool:
-        if snapshot_data is None:
-            return False
-        return not golden.mismatches(json.loads(snapshot_data), json.loads(serialized_data))
-
-
-@pytest.fixture
-def snapshot_golden(snapshot):
-    """`snapshot_json` with a tolerance: for float outputs that vary by platform noise."""
-    return snapshot.use_extension(GoldenJSONExtension)
 
 
 @pytest.fixture(scope="module")

@@ -115,14 +115,15 @@ class Summary:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready data (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
 
-def _plain(value):
+def plain(value):
+    """JSON-ready data: tuples become lists, recursively (what a JSON reader sees)."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value
 
 

@@ -143,15 +143,16 @@ def bench_variant(variant: str, batch: int = 1, repeats: int = 10, warmup: int =
     e, f = timings["eager"], timings["fast"]
     macs = summarize(spec).macs.total
     fast_conv_macs = executed_conv_macs(fast_model(build(spec, device="meta")), spec.input_size)
+    fast_rate, eager_rate = gflop_s(macs, f.img_s), gflop_s(macs, e.img_s)
     return BenchResult(
         variant=spec.name, batch=batch, device=str(device), repeats=repeats,
         eager_ms_img=e.ms_img, fast_ms_img=f.ms_img, eager_img_s=e.img_s, fast_img_s=f.img_s,
         speedup=f.img_s / e.img_s, macs=macs,
-        gflops_s=gflop_s(macs, f.img_s), eager_gflops_s=gflop_s(macs, e.img_s),
+        gflops_s=fast_rate, eager_gflops_s=eager_rate,
         fast_executed_gflops_s=gflop_s(fast_conv_macs, f.img_s),
         roofline_gflops_s=roofline_gflops_s,
-        roofline_fraction=gflop_s(macs, f.img_s) / roofline_gflops_s,
-        eager_roofline_fraction=gflop_s(macs, e.img_s) / roofline_gflops_s,
+        roofline_fraction=fast_rate / roofline_gflops_s,
+        eager_roofline_fraction=eager_rate / roofline_gflops_s,
     )
 
 

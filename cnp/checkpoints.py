@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import re
@@ -31,6 +30,7 @@ from typing import Callable, Mapping
 import numpy
 import torch
 
+from cnp.analysis import plain
 from cnp.model import ConvNeXtPose, build
 from cnp.specs import VARIANTS, BackboneSpec, HeadLayerSpec, VariantSpec, get_spec
 
@@ -512,7 +512,7 @@ class Report:
         if self.scan is not None:
             data["fingerprints"] = self.scan.fingerprints
             data["nonfinite"] = self.scan.nonfinite
-        return json.loads(json.dumps(data))  # tuples → lists: what a JSON reader sees
+        return plain(data)
 
     def text(self) -> str:
         inf = self.inferred

@@ -9,6 +9,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -67,8 +68,7 @@ def _table_row(summary: Summary) -> dict:
             "pa_mpjpe": paper.pa_mpjpe,
             "other_documents_params_m": paper.other_params_m,
         },
-        "checks": [dict(field=c.field, expected=c.expected, found=c.found, ok=c.ok,
-                        source=c.source) for c in checks],
+        "checks": [dataclasses.asdict(check) for check in checks],
         "ok": all(c.ok for c in checks),
     }
 
@@ -154,8 +154,7 @@ def cmd_summary(args) -> int:
     checks = compare(spec, summary)
     if args.json:
         data = summary.to_dict()
-        data["checks"] = [dict(field=c.field, expected=c.expected, found=c.found, ok=c.ok,
-                               source=c.source) for c in checks]
+        data["checks"] = [dataclasses.asdict(check) for check in checks]
         print(json.dumps(data, indent=2))
     else:
         rows = [["layer", "kind", "in", "out", "params", "MACs"]]
@@ -293,12 +292,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    try:
-        target = checkpoints.convert(args.source, args.target, force=args.force,
-                                     joint_num=args.joints)
-    except checkpoints.CheckpointError as error:
-        print(f"cnp: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    target = checkpoints.convert(args.source, args.target, force=args.force,
+                                 joint_num=args.joints)
     print(f"wrote {target}")
     return EXIT_OK
 
@@ -357,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         return args.run(args)
-    except (UsageError, UnknownVariantError) as error:
+    except (UsageError, UnknownVariantError, checkpoints.CheckpointError) as error:
         print(f"cnp: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `cnp table | head`
