@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, settings
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from cnp import golden
+from cnp import testing
 
 pytest_plugins = ["pytester"]  # nested runs prove the snapshot gates
 
@@ -104,12 +104,12 @@ def snapshot_json(snapshot):
 
 
 class GoldenJSONExtension(FixturesJSONExtension):
-    """Golden outputs: floats match within cnp.golden's RTOL/ATOL, not digit for digit."""
+    """Golden outputs: floats match within cnp.testing's RTOL/ATOL, not digit for digit."""
 
     def matches(self, *, serialized_data, snapshot_data) -> bool:
         if snapshot_data is None:
             return False
-        return not golden.mismatches(json.loads(snapshot_data), json.loads(serialized_data))
+        return not testing.mismatches(json.loads(snapshot_data), json.loads(serialized_data))
 
 
 @pytest.fixture

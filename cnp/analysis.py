@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnp.checks import Check, equal, plain
 from cnp.model import Block, ConvNeXtPose, DeConv, build
-from cnp.specs import VariantSpec, get_spec
+from cnp.specs import VariantSpec, get_spec, paper_figures
 
 MAC_CONVENTION = "conv weight MACs + conv bias adds (BatchNorm, ReLU, upsampling, residual adds excluded)"
 BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -116,15 +117,6 @@ class Summary:
     def to_dict(self) -> dict:
         """Plain JSON-ready data (tuples become lists)."""
         return plain(dataclasses.asdict(self))
-
-
-def plain(value):
-    """JSON-ready data: tuples become lists, recursively (what a JSON reader sees)."""
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    return value
 
 
 def _conv_macs(conv: nn.Conv2d, out: torch.Tensor) -> tuple[int, int]:
@@ -263,17 +255,6 @@ def _summarize_model(model: ConvNeXtPose) -> Summary:
 GMACS_TOLERANCE = 0.01  # profilers differ by about 1% (bias adds, BatchNorm, upsampling)
 
 
-@dataclass(frozen=True)
-class Check:
-    """One compared cell: a figure from the built model against its independent source."""
-
-    field: str
-    expected: object
-    found: object
-    ok: bool
-    source: str  # where `expected` comes from
-
-
 def millions(count: int) -> float:
     """A count in millions at the paper's printed precision (0.01M)."""
     return round(count / 1e6, 2)
@@ -282,33 +263,23 @@ def millions(count: int) -> float:
 def compare(spec: VariantSpec, summary: Summary) -> tuple[Check, ...]:
     """Every cell of the summary that the spec or the paper fixes, with a verdict."""
     checks = [
-        Check("depths", list(spec.backbone.depths), [s.blocks for s in summary.stages],
-              [s.blocks for s in summary.stages] == list(spec.backbone.depths), "spec"),
-        Check("dims", list(spec.backbone.dims), [s.dim for s in summary.stages],
-              [s.dim for s in summary.stages] == list(spec.backbone.dims), "spec"),
-        Check("head_channels", [h.out_channels for h in spec.head],
-              [h.out_channels for h in summary.head_layers],
-              [h.out_channels for h in summary.head_layers] == [h.out_channels for h in spec.head],
-              "spec"),
-        Check("head_upsample", list(spec.head_upsample), list(summary.head_upsample),
-              tuple(summary.head_upsample) == spec.head_upsample, "spec"),
-        Check("depth_dim", spec.depth_dim, summary.volume_shape[1],
-              summary.volume_shape[1] == spec.depth_dim, "spec"),
-        Check("heatmap_shape", [spec.joint_num * spec.depth_dim, *spec.heatmap_size],
-              list(summary.heatmap_shape),
-              list(summary.heatmap_shape) == [spec.joint_num * spec.depth_dim, *spec.heatmap_size],
-              "spec"),
+        equal("backbone.depths", spec.backbone.depths, [s.blocks for s in summary.stages]),
+        equal("backbone.dims", spec.backbone.dims, [s.dim for s in summary.stages]),
+        equal("head.channels", [h.out_channels for h in spec.head],
+              [h.out_channels for h in summary.head_layers]),
+        equal("head.upsample", spec.head_upsample, summary.head_upsample),
+        equal("depth_dim", spec.depth_dim, summary.volume_shape[1]),
+        equal("heatmap_shape", [spec.joint_num * spec.depth_dim, *spec.heatmap_size],
+              summary.heatmap_shape),
     ]
-    paper = spec.paper
+    paper = paper_figures(spec)
     if paper is not None:
-        checks.append(Check("params_m", paper.params_m, millions(summary.params),
-                            millions(summary.params) == paper.params_m, "paper"))
+        checks.append(equal("params_m", paper.params_m, millions(summary.params), source="paper"))
         gmacs = summary.macs.total / 1e9
         checks.append(Check("gflops", paper.gflops, round(gmacs, 3),
                             abs(gmacs - paper.gflops) <= GMACS_TOLERANCE * paper.gflops,
-                            "paper (within 1%)"))
+                            "paper", detail="within 1%: profilers differ by about that"))
         if paper.other_params_m is not None:
-            found = millions(summary.state_dict_numel)
-            checks.append(Check("state_dict_m", paper.other_params_m, found,
-                                found == paper.other_params_m, "other documents"))
+            checks.append(equal("state_dict_m", paper.other_params_m,
+                                millions(summary.state_dict_numel), source="other documents"))
     return tuple(checks)

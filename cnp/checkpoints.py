@@ -30,7 +30,7 @@ from typing import Callable, Mapping
 import numpy
 import torch
 
-from cnp.analysis import plain
+from cnp.checks import MEASURED, STORED, Check, plain
 from cnp.model import ConvNeXtPose, build
 from cnp.specs import VARIANTS, BackboneSpec, HeadLayerSpec, VariantSpec, get_spec
 
@@ -378,28 +378,21 @@ def _check_consistent(contents: Contents, inferred: Inferred) -> None:
 # ---------------------------------------------------------------- matching
 
 
-@dataclass(frozen=True)
-class Difference:
-    field: str
-    expected: object
-    found: object
-    basis: str  # "stored" (read off shapes), "inferred" (convention) or "measured" (data)
-
-
-def differences(spec: VariantSpec, inferred: Inferred) -> tuple[Difference, ...]:
-    """Every field where the tensors' architecture departs from the spec."""
+def differences(spec: VariantSpec, inferred: Inferred) -> tuple[Check, ...]:
+    """Every field where the tensors' architecture departs from the spec (failed checks)."""
     fields = [
-        ("backbone.depths", list(spec.backbone.depths), list(inferred.depths), "stored"),
-        ("backbone.dims", list(spec.backbone.dims), list(inferred.dims), "stored"),
-        ("backbone.kernel", spec.backbone.kernel, inferred.kernel, "stored"),
-        ("head.channels", [h.out_channels for h in spec.head], list(inferred.head_channels), "stored"),
-        ("head.kernels", [h.kernel for h in spec.head], list(inferred.head_kernels), "stored"),
-        ("final_layer.out_channels", spec.joint_num * spec.depth_dim, inferred.final_out, "stored"),
-        ("depth_dim", spec.depth_dim, inferred.depth_dim, "stored"),
+        ("backbone.depths", list(spec.backbone.depths), list(inferred.depths), STORED),
+        ("backbone.dims", list(spec.backbone.dims), list(inferred.dims), STORED),
+        ("backbone.kernel", spec.backbone.kernel, inferred.kernel, STORED),
+        ("head.channels", [h.out_channels for h in spec.head], list(inferred.head_channels), STORED),
+        ("head.kernels", [h.kernel for h in spec.head], list(inferred.head_kernels), STORED),
+        ("final_layer.out_channels", spec.joint_num * spec.depth_dim, inferred.final_out, STORED),
+        ("depth_dim", spec.depth_dim, inferred.depth_dim, STORED),
         ("head.upsample", list(spec.head_upsample),
          list(inferred.head_upsample) if inferred.head_upsample else None, inferred.upsample_basis),
     ]
-    return tuple(Difference(*f) for f in fields if f[1] != f[2])
+    return tuple(Check(name, expected, found, False, "spec", basis)
+                 for name, expected, found, basis in fields if expected != found)
 
 
 def best_match(inferred: Inferred) -> str:
@@ -485,7 +478,7 @@ class Report:
     matched_variant: str  # best match, by the tensors
     expected_variant: str | None
     expected_from: str | None  # "argument" or "file name"
-    differences: tuple[Difference, ...]  # from the expected variant, else from the match
+    differences: tuple[Check, ...]  # from the expected variant, else from the match
     tensors: int
     numel: int
     scan: Scan | None  # None: no tensor data was read
@@ -505,7 +498,7 @@ class Report:
             "expected_variant": self.expected_variant,
             "expected_from": self.expected_from,
             "match": self.match,
-            "differences": [dataclasses.asdict(d) for d in self.differences],
+            "differences": [d.to_dict() for d in self.differences],
             "tensors": self.tensors,
             "numel": self.numel,
         }
@@ -531,7 +524,7 @@ class Report:
             f"{inf.final_out} = {inf.joint_num} joints x {inf.depth_dim} depth",
             f"  upsampling {upsample} ({inf.upsample_basis}: {inf.upsample_reason})",
         ]
-        lines += [f"  difference {d.field}: expected {d.expected}, found {d.found} ({d.basis})"
+        lines += [f"  difference {d.check}: expected {d.expected}, found {d.found} ({d.basis})"
                   for d in self.differences]
         return "\n".join(lines)
 
@@ -552,7 +545,7 @@ def inspect(path: str | os.PathLike, expect: str | None = None, *,
     found = differences(VARIANTS[expected or matched], inferred)
     data = scan(contents) if fingerprints else None
     if data is not None and data.nonfinite:
-        found += (Difference("values.nonfinite", 0, data.nonfinite, "measured"),)
+        found += (Check("values.nonfinite", 0, data.nonfinite, False, "spec", MEASURED),)
     return Report(
         path=contents.path, format=contents.format, key_layout=contents.layout,
         epoch=contents.epoch, inferred=inferred, matched_variant=matched,
@@ -583,9 +576,9 @@ def load(path: str | os.PathLike, variant: str | VariantSpec | None = None, *,
             raise CheckpointError(path, f"upsampling cannot be inferred ({inferred.upsample_reason}); "
                                         "pass variant= a VariantSpec")
         spec = spec or inferred.spec()
-    stored = [d for d in differences(spec, inferred) if d.basis == "stored"]
+    stored = [d for d in differences(spec, inferred) if d.basis == STORED]
     if stored:
-        listed = "; ".join(f"{d.field} expected {d.expected} found {d.found}" for d in stored)
+        listed = "; ".join(f"{d.check} expected {d.expected} found {d.found}" for d in stored)
         raise CheckpointError(path, f"does not hold {spec.name}: {listed}")
     # Built on meta and given uninitialized memory: every tensor is then overwritten by the
     # strict load, so a random initialization would be wasted work.

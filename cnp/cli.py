@@ -9,7 +9,6 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 
 from cnp import checkpoints
 from cnp.analysis import MAC_CONVENTION, Summary, compare, millions, summarize
-from cnp.specs import VARIANTS, UnknownVariantError, get_spec
+from cnp.specs import PAPER, VARIANTS, UnknownVariantError, get_spec
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
@@ -40,7 +39,7 @@ def _dims(values) -> str:
 def _table_row(summary: Summary) -> dict:
     spec = get_spec(summary.variant)
     checks = compare(spec, summary)
-    paper = spec.paper
+    paper = PAPER[spec.name]
     return {
         "variant": summary.variant,
         "backbone": summary.backbone,
@@ -68,14 +67,14 @@ def _table_row(summary: Summary) -> dict:
             "pa_mpjpe": paper.pa_mpjpe,
             "other_documents_params_m": paper.other_params_m,
         },
-        "checks": [dataclasses.asdict(check) for check in checks],
+        "checks": [check.to_dict() for check in checks],
         "ok": all(c.ok for c in checks),
     }
 
 
 def _verdict(row: dict, field: str) -> str:
     for check in row["checks"]:
-        if check["field"] == field:
+        if check["check"] == field:
             return "ok" if check["ok"] else "MISMATCH"
     return ""
 
@@ -100,7 +99,7 @@ def _print_table(rows: list[dict]) -> None:
             _dims(row["depths"]),
             _dims(row["dims"]),
             _dims(sorted(set(row["head_channels"]))),
-            _dims(row["head_upsample"]) + " " + _verdict(row, "head_upsample"),
+            _dims(row["head_upsample"]) + " " + _verdict(row, "head.upsample"),
             str(row["depth_dim"]),
             "x".join(str(v) for v in row["heatmap_shape"][1:]) + " " + _verdict(row, "heatmap_shape"),
             f"{millions(row['params']):.2f} ({paper['params_m']:.2f}) {_verdict(row, 'params_m')}",
@@ -127,7 +126,7 @@ def _print_table(rows: list[dict]) -> None:
         f"\n    {other_convention('gmacs_all_elementwise')}"
         "\nMPJPE / PA-MPJPE (mm, Human3.6M): the paper's; not computed here."
     )
-    failed = [f"{r['variant']}.{c['field']}" for r in rows for c in r["checks"] if not c["ok"]]
+    failed = [f"{r['variant']}:{c['check']}" for r in rows for c in r["checks"] if not c["ok"]]
     total = sum(len(r["checks"]) for r in rows)
     if failed:
         print(f"\nverdict: {len(failed)} of {total} compared cells differ: {', '.join(failed)}")
@@ -154,7 +153,7 @@ def cmd_summary(args) -> int:
     checks = compare(spec, summary)
     if args.json:
         data = summary.to_dict()
-        data["checks"] = [dataclasses.asdict(check) for check in checks]
+        data["checks"] = [check.to_dict() for check in checks]
         print(json.dumps(data, indent=2))
     else:
         rows = [["layer", "kind", "in", "out", "params", "MACs"]]
@@ -165,15 +164,15 @@ def cmd_summary(args) -> int:
               f"{_dims(h.out_channels for h in summary.head_layers)} upsampling "
               f"{_dims(summary.head_upsample)}\n")
         _print_columns(rows)
-        print(f"\nparams {summary.params:,} (paper {spec.paper.params_m}M); state_dict elements "
+        print(f"\nparams {summary.params:,} (paper {PAPER[spec.name].params_m}M); state_dict elements "
               f"{summary.state_dict_numel:,} ({summary.keys.total} keys: "
               f"{summary.keys.params} parameters, {summary.keys.buffers} buffers)")
-        print(f"MACs {summary.macs.total:,} ({MAC_CONVENTION}); paper {spec.paper.gflops} GFLOPs")
+        print(f"MACs {summary.macs.total:,} ({MAC_CONVENTION}); paper {PAPER[spec.name].gflops} GFLOPs")
         print(f"heatmaps {_shape(summary.heatmap_shape)} = volumes {_shape(summary.volume_shape)}"
               f" -> coordinates {_shape(summary.coords_shape)}")
         for check in checks:
             if not check.ok:
-                print(f"MISMATCH {check.field}: expected {check.expected} ({check.source}), "
+                print(f"MISMATCH {check.check}: expected {check.expected} ({check.source}), "
                       f"found {check.found}")
     return EXIT_OK if all(c.ok for c in checks) else EXIT_MISMATCH
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnp.specs import get_spec
+from cnp.specs import PAPER
 
 SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -33,7 +33,7 @@ def plot_mpjpe_vs_throughput(results: list[dict], machine: dict, path: Path) -> 
     plt = require_matplotlib()
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     for row in results:
-        mpjpe = get_spec(row["variant"]).paper.mpjpe
+        mpjpe = PAPER[row["variant"]].mpjpe
         label = row["variant"].upper()
         axes.plot([row["eager_img_s"], row["fast_img_s"]], [mpjpe, mpjpe], color="0.7", zorder=1)
         axes.scatter(row["eager_img_s"], mpjpe, facecolors="none", edgecolors="tab:blue",

@@ -1,12 +1,14 @@
 """The ConvNeXtPose variants as immutable data.
 
-Everything the rest of cnp knows about XS, S, M and L comes from this table: the
-architecture (to build a model) and the paper's published figures (to compare with).
-A spec is never mutated; a different architecture is a different spec
-(`dataclasses.replace`). This replaces the official code's global `cfg`, which was
-mutated before building a model and is the source of the XS/S and 2UP/3UP confusion.
+Everything the rest of cnp knows about XS, S, M and L comes from two tables: VARIANTS,
+the architecture (to build a model), and PAPER, the published figures of each named
+variant (to compare with). They are apart so that a changed architecture
+(`dataclasses.replace(spec, head=...)`) never carries a published variant's figures: see
+`paper_figures`. A spec is never mutated; a different architecture is a different spec.
+This replaces the official code's global `cfg`, which was mutated before building a
+model and is the source of the XS/S and 2UP/3UP confusion.
 
-Source: ../shared/convnextpose.md (the paper and the official implementation).
+Source: docs/spec.md (the paper and the official implementation).
 """
 
 from __future__ import annotations
@@ -70,7 +72,6 @@ class VariantSpec:
     depth_dim: int
     joint_num: int = 18
     input_size: tuple[int, int] = (256, 256)  # H, W
-    paper: PaperFigures | None = None
 
     def __post_init__(self) -> None:
         if len(self.head) != 3:
@@ -103,17 +104,19 @@ TWO_UP = (2, 2, 1)
 THREE_UP = (2, 2, 2)
 
 VARIANTS: dict[str, VariantSpec] = {
-    "xs": VariantSpec("xs", ATTO, _head(128, TWO_UP), depth_dim=32,
-                      paper=PaperFigures(params_m=3.53, gflops=0.82, mpjpe=56.61)),
-    "s": VariantSpec("s", FEMTO_L, _head(256, TWO_UP), depth_dim=32,
-                     paper=PaperFigures(params_m=7.44, gflops=1.76, mpjpe=51.80,
-                                         other_params_m=7.45)),
-    "m": VariantSpec("m", FEMTO_L, _head(256, THREE_UP), depth_dim=64,
-                     paper=PaperFigures(params_m=7.59, gflops=2.82, mpjpe=51.05, pa_mpjpe=34.5,
-                                         other_params_m=7.60)),
-    "l": VariantSpec("l", FEMTO_L, _head(512, THREE_UP), depth_dim=64,
-                     paper=PaperFigures(params_m=8.38, gflops=4.30, mpjpe=49.75, pa_mpjpe=32.8,
-                                         other_params_m=8.39)),
+    "xs": VariantSpec("xs", ATTO, _head(128, TWO_UP), depth_dim=32),
+    "s": VariantSpec("s", FEMTO_L, _head(256, TWO_UP), depth_dim=32),
+    "m": VariantSpec("m", FEMTO_L, _head(256, THREE_UP), depth_dim=64),
+    "l": VariantSpec("l", FEMTO_L, _head(512, THREE_UP), depth_dim=64),
+}
+
+# Keyed by variant name, as torchvision keeps figures in weights metadata: they belong to
+# the published model, not to whatever architecture carries its name.
+PAPER: dict[str, PaperFigures] = {
+    "xs": PaperFigures(params_m=3.53, gflops=0.82, mpjpe=56.61),
+    "s": PaperFigures(params_m=7.44, gflops=1.76, mpjpe=51.80, other_params_m=7.45),
+    "m": PaperFigures(params_m=7.59, gflops=2.82, mpjpe=51.05, pa_mpjpe=34.5, other_params_m=7.60),
+    "l": PaperFigures(params_m=8.38, gflops=4.30, mpjpe=49.75, pa_mpjpe=32.8, other_params_m=8.39),
 }
 
 
@@ -124,3 +127,8 @@ def get_spec(name: str) -> VariantSpec:
         known = ", ".join(VARIANTS)
         raise UnknownVariantError(f"unknown variant {name!r}; known variants: {known}")
     return VARIANTS[key]
+
+
+def paper_figures(spec: VariantSpec) -> PaperFigures | None:
+    """The paper's figures for `spec` if it is a published variant's architecture, else None."""
+    return PAPER[spec.name] if VARIANTS.get(spec.name) == spec else None

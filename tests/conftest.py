@@ -3,7 +3,7 @@
 import pytest
 
 from cnp import VARIANTS
-from cnp.golden import seeded_model
+from cnp.testing import seeded_model
 from checkpoint_files import POSITIONAL_HEAD_VARIANTS, TINY, save_official
 
 

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_golden import MUTATIONS  # noqa: E402
 
-from cnp.golden import golden_output, seeded_input, seeded_model, worst_ratio  # noqa: E402
+from cnp.testing import golden_output, seeded_input, seeded_model, worst_ratio  # noqa: E402
 
 
 def margins(variant: str) -> dict[str, float]:

@@ -86,7 +86,7 @@ def measure(path: str, repeat: int = 3, fingerprints: bool = True) -> dict:
 def write_l(path: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from checkpoint_files import save_official
-    from cnp.golden import seeded_model
+    from cnp.testing import seeded_model
 
     save_official(seeded_model("l").state_dict(), Path(path), positional_head=True)
 

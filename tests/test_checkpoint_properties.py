@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from cnp import CheckpointError, build, inspect, load
 from cnp.checkpoints import from_state_dict, infer
-from cnp.golden import seeded_model
+from cnp.testing import seeded_model
 from checkpoint_files import TINY, official_state, save_official
 from strategies import variant_specs
 
@@ -140,4 +140,4 @@ def test_inspector_reports_or_raises_only_its_own_error(mutation_list, form, kee
             return
     assert sorted(report.scan.nonfinite.values()) == nonfinite_counts(state)
     if nonfinite_counts(state):
-        assert not report.match and "values.nonfinite" in {d.field for d in report.differences}
+        assert not report.match and "values.nonfinite" in {d.check for d in report.differences}

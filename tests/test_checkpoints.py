@@ -97,7 +97,7 @@ def s_model_labeled_xs(released, tmp_path):
 def test_file_labeled_xs_holding_s_is_reported_as_s(s_model_labeled_xs):
     report = inspect(s_model_labeled_xs)
     assert (report.matched_variant, report.expected_variant, report.match) == ("s", "xs", False)
-    found = {d.field: (d.expected, d.found) for d in report.differences}
+    found = {d.check: (d.expected, d.found) for d in report.differences}
     assert found == {
         "backbone.depths": (SPEC_PAGE["xs"]["depths"], SPEC_PAGE["s"]["depths"]),
         "backbone.dims": (SPEC_PAGE["xs"]["dims"], SPEC_PAGE["s"]["dims"]),
@@ -119,7 +119,7 @@ def test_load_of_file_labeled_xs_gives_the_s_model_it_holds(s_model_labeled_xs):
 def test_expect_overrides_the_file_name(released):
     report = inspect(released["m"][0], expect="l")
     assert (report.matched_variant, report.expected_variant, report.expected_from) == ("m", "l", "argument")
-    assert [d.field for d in report.differences] == ["head.channels"]
+    assert [d.check for d in report.differences] == ["head.channels"]
 
 
 # ---------------------------------------------------------------- other layouts
@@ -178,7 +178,7 @@ def test_every_layout_loads_bit_exact(tiny_file, tiny_state):
 def test_unknown_architecture_matches_no_variant(tiny_file):
     report = inspect(tiny_file[0])
     assert report.expected_variant is None and not report.match
-    assert "backbone.dims" in {d.field for d in report.differences}
+    assert "backbone.dims" in {d.check for d in report.differences}
 
 
 def _mapped_ranges(path):
@@ -215,7 +215,7 @@ def test_nonfinite_weights_are_reported(tiny_state, tmp_path):
     report = inspect(tmp_path / "a.tar", fingerprints=True)
     assert report.scan.nonfinite == {"head.final_layer.weight": 2}
     assert ("values.nonfinite", {"head.final_layer.weight": 2}, "measured") in \
-        [(d.field, d.found, d.basis) for d in report.differences]
+        [(d.check, d.found, d.basis) for d in report.differences]
     assert inspect(tmp_path / "a.tar").scan is None  # without fingerprints no data is read
 
 

@@ -76,12 +76,12 @@ def test_table_json_row(variant, table_json):
 
 
 def test_table_reports_a_mismatch_with_exit_one(capsys, monkeypatch):
-    wrong = dataclasses.replace(VARIANTS["m"].paper, params_m=7.44)
-    monkeypatch.setitem(specs.VARIANTS, "m", dataclasses.replace(VARIANTS["m"], paper=wrong))
+    wrong = dataclasses.replace(specs.PAPER["m"], params_m=7.44)
+    monkeypatch.setitem(specs.PAPER, "m", wrong)
     code, out, _ = run(capsys, "table")
     assert code == 1
     assert "7.59 (7.44) MISMATCH" in out
-    assert "1 of 35 compared cells differ: m.params_m" in out
+    assert "1 of 35 compared cells differ: m:params_m" in out
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

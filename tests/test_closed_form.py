@@ -17,7 +17,7 @@ from hypothesis import given
 
 from cnp import VARIANTS, build, get_spec, summarize
 from cnp.analysis import millions
-from cnp.specs import VariantSpec
+from cnp.specs import PAPER, VariantSpec
 from tests.strategies import variant_specs
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
@@ -186,8 +186,8 @@ def test_published_counts_are_closed_form(variant):
 def test_closed_forms_agree_with_the_paper(variant):
     """The formulas themselves, against the paper's printed parameter count and GFLOPs."""
     spec = get_spec(variant)
-    assert millions(closed_form_params(spec)["params"]) == spec.paper.params_m
+    assert millions(closed_form_params(spec)["params"]) == PAPER[spec.name].params_m
     gmacs = closed_form_macs(spec)["total"] / 1e9
-    assert abs(gmacs - spec.paper.gflops) <= 0.01 * spec.paper.gflops
-    if spec.paper.other_params_m is not None:
-        assert millions(closed_form_buffers(spec)["state_dict_numel"]) == spec.paper.other_params_m
+    assert abs(gmacs - PAPER[spec.name].gflops) <= 0.01 * PAPER[spec.name].gflops
+    if PAPER[spec.name].other_params_m is not None:
+        assert millions(closed_form_buffers(spec)["state_dict_numel"]) == PAPER[spec.name].other_params_m

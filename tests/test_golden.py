@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 from cnp import VARIANTS
-from cnp.golden import golden_output, mismatches, seeded_input, seeded_model, worst_ratio
+from cnp.testing import golden_output, mismatches, seeded_input, seeded_model, worst_ratio
 from cnp.model import Block
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "test_golden"
 
-# Deviations in units of the golden tolerance (cnp.golden.RTOL/ATOL). Measured: float64
+# Deviations in units of the golden tolerance (cnp.testing.RTOL/ATOL). Measured: float64
 # and thread counts at most 0.06, every mutation 1000 or more (docs/numerics.md).
 NOISE_AT_MOST = 0.2
 MUTATION_AT_LEAST = 100.0

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from cnp import build, soft_argmax
-from cnp.golden import seed_weights
+from cnp.testing import seed_weights
 from cnp.model import Block
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py

@@ -1,4 +1,6 @@
-"""Golden outputs: seeded weights, a fixed input and a tolerant fingerprint of the output.
+"""Test support for any ConvNeXtPose test suite: golden outputs (seeded weights, a fixed
+input and a tolerant fingerprint of the output). Imported by cnp's own tests, by `cnp
+check` and by the pytest plugin; the model, summaries and checkpoint readers never import it.
 
 Shapes and counts catch a wrong layer, not a wrong computation (nearest instead of
 bilinear upsampling, another BatchNorm epsilon, GELU for ReLU, a lost residual). A golden
