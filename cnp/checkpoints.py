@@ -31,6 +31,7 @@ import numpy
 import torch
 
 from cnp.checks import MEASURED, STORED, Check, plain
+from cnp.errors import InputError
 from cnp.model import ConvNeXtPose, build
 from cnp.specs import VARIANTS, BackboneSpec, HeadLayerSpec, VariantSpec, get_spec
 
@@ -51,12 +52,8 @@ SAFETENSORS_DTYPES = {
 }
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A file that is unreadable or not a ConvNeXtPose checkpoint. str() is one line."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
 
 
 # ---------------------------------------------------------------- reading
