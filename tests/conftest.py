@@ -31,3 +31,45 @@ def released(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_state():
     return seeded_model(TINY).state_dict()
+
+
+# ---------------------------------------------------------------- running the command line
+
+
+class CliResult:
+    """What one `cnp` run left: exit code, stdout, stderr."""
+
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:  # shown by pytest when an assertion on a result fails
+        return f"CliResult(code={self.code}, out={self.out[-2000:]!r}, err={self.err!r})"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `cnp ARGS...` in this process (fast): cli("inspect", path) -> CliResult."""
+    from cnp.cli import main
+
+    def run(*argv) -> CliResult:
+        capsys.readouterr()  # drop what the test printed before
+        code = main([str(arg) for arg in argv])
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def cli_process():
+    """Run `python -m cnp.cli ARGS...` in a fresh process: what a user's shell sees
+    (tracebacks, the interpreter's exit code). Seconds each: mark callers `slow`."""
+    import subprocess
+    import sys
+
+    def run(*argv, cwd=None) -> CliResult:
+        done = subprocess.run([sys.executable, "-m", "cnp.cli", *map(str, argv)],
+                              capture_output=True, text=True, cwd=cwd, timeout=300)
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run
