@@ -6,8 +6,59 @@ import json
 import sys
 
 from cnp import checkpoints
-from cnp.cli import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, positive_int
+from cnp.cli import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, dims, positive_int
+from cnp.errors import InputError
 from cnp.specs import get_spec
+
+# What the command line adds to a library error: the option that resolves it.
+OPTION_HINTS = (
+    (checkpoints.TargetExistsError, "{problem}; pass --force to overwrite it"),
+    (checkpoints.JointCountError, "{problem} (see --joints)"),
+)
+
+
+def with_hint(error: InputError) -> InputError:
+    for kind, wording in OPTION_HINTS:
+        if isinstance(error, kind):
+            return type(error)(error.path, wording.format(problem=error.problem))
+    return error
+
+
+def layout_text(layout: checkpoints.KeyLayout) -> str:
+    wrapper = f"{{'{layout.wrapper}': state_dict}}" if layout.wrapper else "bare state_dict"
+    prefixes = ", ".join(f"prefix {p}" for p in layout.prefixes) or "no prefix"
+    return f"{wrapper}, {prefixes}, {layout.head_keys} head keys"
+
+
+def form_text(report: checkpoints.Report) -> str:
+    """torch-zip; torch-folder (sub-folder snapshot_83.pth); torch-zip (member a.pth of a tar.gz archive)."""
+    if report.container == "folder":
+        return f"{report.format} (sub-folder {report.member})"
+    if report.container:
+        return f"{report.format} (member {report.member} of a {report.container} archive)"
+    return report.format
+
+
+def report_text(report: checkpoints.Report) -> str:
+    inf = report.inferred
+    expected = (f" (expected {report.expected_variant.upper()}, from the {report.expected_from})"
+                if report.expected_variant else "")
+    upsample = dims(inf.head_upsample) if inf.head_upsample else "?"
+    dtypes = ", ".join(f"{dtype} {count}" for dtype, count in report.dtypes.items())
+    lines = [
+        f"{report.path}: {'ok' if report.match else 'MISMATCH'}: holds "
+        f"{report.matched_variant.upper()}{expected}",
+        f"  {form_text(report)}, {layout_text(report.key_layout)}"
+        + (f", epoch {report.epoch}" if report.epoch is not None else "")
+        + f"; {report.tensors} tensors ({dtypes}), {report.numel:,} elements",
+        f"  backbone depths {dims(inf.depths)} dims {dims(inf.dims)} kernel {inf.kernel}; "
+        f"head {dims(inf.head_channels)} kernels {dims(inf.head_kernels)}; final "
+        f"{inf.final_out} = {inf.joint_num} joints x {inf.depth_dim} depth",
+        f"  upsampling {upsample} ({inf.upsample_basis}: {inf.upsample_reason})",
+    ]
+    lines += [f"  difference {d.check}: expected {d.expected}, found {d.found} ({d.basis})"
+              for d in report.differences]
+    return "\n".join(lines)
 
 
 def cmd_inspect(args) -> int:
@@ -19,13 +70,14 @@ def cmd_inspect(args) -> int:
             report = checkpoints.inspect(path, args.expect, joint_num=args.joints,
                                          fingerprints=args.fingerprints)
         except checkpoints.CheckpointError as error:
+            error = with_hint(error)
             print(f"cnp: error: {error}", file=sys.stderr)
             rows.append({"path": path, "error": error.problem})
             status = EXIT_USAGE
             continue
         rows.append(report.to_dict())
         if not args.json:
-            print(report.text())
+            print(report_text(report))
         if not report.match:
             status = max(status, EXIT_MISMATCH)
     if args.json:
@@ -34,8 +86,11 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    target = checkpoints.convert(args.source, args.target, force=args.force,
-                                 joint_num=args.joints)
+    try:
+        target = checkpoints.convert(args.source, args.target, force=args.force,
+                                     joint_num=args.joints)
+    except checkpoints.CheckpointError as error:
+        raise with_hint(error) from None
     print(f"wrote {target}")
     return EXIT_OK
 

@@ -15,3 +15,14 @@ class InputError(Exception):
     def __init__(self, path: str | os.PathLike, problem: str):
         self.path, self.problem = str(path), problem
         super().__init__(f"{path}: {problem}")
+
+
+class CheckpointError(InputError):
+    """A file that is unreadable or not a ConvNeXtPose checkpoint. str() is one line."""
+
+
+def one_line(error: BaseException) -> str:
+    """The first non-blank line of an exception's message (or its type's name): what a
+    one-line error quotes of a library's multi-line message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import tarfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -57,3 +59,32 @@ class RunsCode:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+# ---------------------------------------------------------------- the forms users re-pack them in
+
+
+def unzipped(checkpoint: Path, folder: Path) -> Path:
+    """`checkpoint` (a torch zip) extracted into `folder`, as users "extract" a `.tar`:
+    returns the inner root folder (`folder/snapshot_83.pth`), holding data.pkl and data/."""
+    with zipfile.ZipFile(checkpoint) as archive:
+        archive.extractall(folder)
+        root = archive.namelist()[0].split("/")[0]
+    return folder / root
+
+
+def packed(archive: Path, members: dict[str, Path]) -> Path:
+    """A real archive holding `members` (name in the archive → file or folder on disk);
+    tar, tar.gz (by the name's suffix) or zip (deflated, as `zip -r` writes)."""
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as written:
+            for name, source in members.items():
+                files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+                for file in files:
+                    inner = name if file == source else f"{name}/{file.relative_to(source).as_posix()}"
+                    written.write(file, inner)
+    else:
+        with tarfile.open(archive, "w:gz" if archive.name.endswith(".gz") else "w") as written:
+            for name, source in members.items():
+                written.add(source, name)
+    return archive

@@ -6,7 +6,7 @@ from cnp.checkpoints import inspect, manifest
 
 def test_holds_what_its_name_says(checkpoint_file):
     report = inspect(checkpoint_file, fingerprints=True)
-    assert report.match, report.text()
+    assert report.match, [d.to_dict() for d in report.differences]
 
 
 def test_manifest_unchanged(checkpoint_file, snapshot_json):

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from cnp import CheckpointError, build, inspect, load
 from cnp.checkpoints import from_state_dict, infer
 from cnp.testing import seeded_model
-from checkpoint_files import TINY, official_state, save_official
+from checkpoint_files import TINY, official_state, save_official, unzipped
 from strategies import variant_specs
 
 CONVENTION_SIDE = 256 // 32  # heatmap side before upsampling, at the released 256x256 input
@@ -50,13 +50,16 @@ def test_architecture_inferred_from_a_state_dict_is_the_spec(spec, upsampling_la
         assert inferred.head_upsample == spec.head_upsample
 
 
-@given(spec=variant_specs(), form=st.sampled_from(["official", "positional", "legacy", "safetensors"]))
+@given(spec=variant_specs(),
+       form=st.sampled_from(["official", "positional", "legacy", "safetensors", "unzipped"]))
 def test_load_of_a_saved_random_spec_round_trips_bit_exact(spec, form):
     state = seeded_model(spec).state_dict()
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "random.tar"
-        if form in ("official", "positional"):
+        if form in ("official", "positional", "unzipped"):
             save_official(state, path, positional_head=form == "positional")
+            if form == "unzipped":
+                path = unzipped(path, Path(directory) / "extracted")
         elif form == "legacy":
             torch.save({"network": official_state(state)}, path, _use_new_zipfile_serialization=False)
         else:
@@ -119,8 +122,9 @@ STEM = KEYS.index("module.backbone.downsample_layers.0.0.weight")
 @example(mutation_list=[("reshape", STEM, [])], form="zip", keep=None)
 @example(mutation_list=[("reshape", STEM, [0, 3, 4, 4])], form="safetensors", keep=None)
 @example(mutation_list=[("nonfinite", STEM, math.nan)], form="legacy", keep=None)
-@given(mutation_list=st.lists(mutations, max_size=4), form=st.sampled_from(["zip", "legacy", "safetensors"]),
-       keep=st.none() | st.floats(0, 1))
+@example(mutation_list=[], form="unzipped", keep=0.5)
+@given(mutation_list=st.lists(mutations, max_size=4),
+       form=st.sampled_from(["zip", "legacy", "safetensors", "unzipped"]), keep=st.none() | st.floats(0, 1))
 def test_inspector_reports_or_raises_only_its_own_error(mutation_list, form, keep):
     state = dict(TINY_STATE)
     for mutation in mutation_list:
@@ -130,9 +134,13 @@ def test_inspector_reports_or_raises_only_its_own_error(mutation_list, form, kee
         if form == "safetensors":
             save_file(state, path)
         else:
-            torch.save({"network": state}, path, _use_new_zipfile_serialization=form == "zip")
-        if keep is not None:
-            path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+            torch.save({"network": state}, path, _use_new_zipfile_serialization=form != "legacy")
+        if form == "unzipped":
+            path = unzipped(path, Path(directory) / "extracted")
+        if keep is not None:  # a file cut short: for a folder, its pickle or its largest record
+            cut = path if form != "unzipped" else (path / "data.pkl" if keep < 0.5 else max(
+                (path / "data").iterdir(), key=lambda f: f.stat().st_size))
+            cut.write_bytes(cut.read_bytes()[: int(cut.stat().st_size * keep)])
         try:
             report = inspect(path, fingerprints=True)
         except CheckpointError as error:  # anything else fails the test

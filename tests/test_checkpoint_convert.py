@@ -1,0 +1,119 @@
+"""`cnp convert IN OUT`: the official state_dict, written like any tool writes a file:
+atomically, with the umask's mode, never over an existing file unasked, never into a folder
+it had to create."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+from cnp.checkpoints import inspect, read
+from checkpoint_files import save_official
+
+
+@pytest.fixture
+def source(tiny_state, tmp_path):
+    """The tiny model in the released form, M/L-style head keys."""
+    return save_official(tiny_state, tmp_path / "a.tar", positional_head=True)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_convert_writes_official_names_without_prefix_or_wrapper(suffix, source, tmp_path, cli):
+    assert cli("convert", source, tmp_path / f"b{suffix}").code == 0
+    layout = inspect(tmp_path / f"b{suffix}").key_layout
+    assert (layout.wrapper, layout.prefixes, layout.head_keys) == (None, (), "named")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_convert_keeps_every_tensor_bit_exact(suffix, source, tiny_state, tmp_path, cli):
+    cli("convert", source, tmp_path / f"b{suffix}")
+    converted = read(tmp_path / f"b{suffix}").tensors()
+    assert sorted(converted) == sorted(tiny_state)  # safetensors orders keys by name
+    assert all(torch.equal(converted[k], tiny_state[k]) for k in tiny_state)
+
+
+def test_convert_keeps_half_precision(tiny_state, tmp_path, cli):
+    half = {k: t.half() if t.is_floating_point() else t for k, t in tiny_state.items()}
+    cli("convert", save_official(half, tmp_path / "half.tar"), tmp_path / "b.safetensors")
+    assert read(tmp_path / "b.safetensors").dtypes == inspect(tmp_path / "half.tar").dtypes
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_convert_gives_the_file_the_mode_the_umask_allows(suffix, umask, source, tmp_path, cli):
+    previous = os.umask(umask)
+    try:
+        cli("convert", source, tmp_path / f"b{suffix}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / f"b{suffix}").stat().st_mode) == 0o666 & ~umask
+
+
+def test_convert_leaves_no_temporary_file(source, tmp_path, cli):
+    cli("convert", source, tmp_path / "b.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "b.pth"]
+
+
+# ---------------------------------------------------------------- refusals
+
+
+@pytest.fixture
+def precious(tmp_path):
+    target = tmp_path / "b.pth"
+    target.write_bytes(b"precious")
+    return target
+
+
+def test_convert_refuses_to_overwrite_without_force(source, precious, cli):
+    run = cli("convert", source, precious)
+    assert run.code == 2 and precious.read_bytes() == b"precious"
+
+
+def test_convert_refusal_names_the_target_and_the_option(source, precious, cli):
+    err = cli("convert", source, precious).err
+    assert err.startswith(f"cnp: error: {precious}: exists") and "--force" in err and err.count("\n") == 1
+
+
+def test_convert_with_force_replaces_the_target(source, precious, cli):
+    assert cli("convert", "--force", source, precious).code == 0
+    assert read(precious).format == "torch-zip"
+
+
+@pytest.mark.parametrize("target", ["b.onnx", "a.tar"], ids=["unknown-format", "its-own-input"])
+def test_convert_refuses_unknown_format_and_its_own_input(target, source, tmp_path, cli):
+    before = source.read_bytes()
+    assert cli("convert", "--force", source, tmp_path / target).code == 2
+    assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize("parent", ["missing", "a-file"])
+def test_convert_refuses_a_folder_that_is_not_there(parent, source, tmp_path, cli):
+    if parent == "a-file":
+        (tmp_path / "notes").write_text("not a folder")
+    folder = tmp_path / ("new" if parent == "missing" else "notes")
+    before = sorted(tmp_path.rglob("*"))
+    run = cli("convert", source, folder / "b.pth")
+    assert run.code == 2 and str(folder) in run.err and run.err.count("\n") == 1
+    assert sorted(tmp_path.rglob("*")) == before  # nothing created
+
+
+def test_convert_of_a_bad_source_creates_nothing(tmp_path, cli):
+    (tmp_path / "a.pth").write_text("not a checkpoint")
+    assert cli("convert", tmp_path / "a.pth", tmp_path / "b.pth").code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth"]
+
+
+def test_failed_write_leaves_the_target_as_it_was(source, precious, cli, monkeypatch):
+    def full_disk(obj, path, *args, **kwargs):
+        with open(path, "wb") as file:
+            file.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    run = cli("convert", "--force", source, precious)
+    assert run.code == 2 and "No space left on device" in run.err
+    assert precious.read_bytes() == b"precious"
+    assert sorted(p.name for p in precious.parent.iterdir()) == ["a.tar", "b.pth"]
