@@ -1,19 +1,22 @@
-"""Project-wide pytest set-up: snapshot storage under fixtures/, hypothesis profiles and
-`--checkpoint-dir DIR` (checkpoint files to verify)."""
+"""Project-wide pytest set-up: snapshot storage under fixtures/ and hypothesis profiles.
+
+Checkpoint files are verified by cnp's own pytest plugin (cnp/plugin.py), as in any
+repository: `pytest --cnp-checkpoints DIR`, snapshots under fixtures/checkpoints/ (the
+`cnp_snapshot_dir` ini option in pyproject.toml)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
-from syrupy.extensions.json import JSONSnapshotExtension
 
 from cnp import testing
+from cnp.plugin import refuse_parallel_snapshot_update
+from cnp.plugin_tests.checkpoints import ReadableJSONExtension
 
 pytest_plugins = ["pytester"]  # nested runs prove the snapshot gates
 
@@ -29,72 +32,12 @@ settings.register_profile("thorough", max_examples=500, deadline=None,
 settings.load_profile(os.environ.get("CNP_HYPOTHESIS_PROFILE", "ci"))
 
 
-class FixturesJSONExtension(JSONSnapshotExtension):
+class FixturesJSONExtension(ReadableJSONExtension):
     """One readable JSON file per snapshot: fixtures/<test module>/<test id>.json."""
 
     @classmethod
     def dirname(cls, *, test_location) -> str:
         return str(FIXTURES / Path(test_location.filepath).stem)
-
-    def serialize(self, data, **kwargs) -> str:
-        # Lists of numbers (shapes, dims) on one line: a diff then shows one line per layer.
-        text = super().serialize(data, **kwargs)
-        return _FLAT_LIST.sub(lambda m: json.dumps(json.loads(m.group(0))), text)
-
-
-_FLAT_LIST = re.compile(r"\[[^\[\]{}\"]*\]")
-
-
-# ---------------------------------------------------------------- checkpoint directories
-
-CHECKPOINT_DIR_ENV = "CNP_CHECKPOINT_DIR"
-NO_CHECKPOINT_DIR = (f"no checkpoint directory given: run `pytest --checkpoint-dir DIR` (or set "
-                     f"{CHECKPOINT_DIR_ENV}=DIR) to verify the checkpoint files in DIR")
-
-
-def pytest_addoption(parser):
-    parser.addoption(
-        "--checkpoint-dir", metavar="DIR", default=os.environ.get(CHECKPOINT_DIR_ENV),
-        help=f"verify every checkpoint file in DIR (default: ${CHECKPOINT_DIR_ENV})")
-
-
-def _check_checkpoint_options(config):
-    directory = config.getoption("checkpoint_dir")
-    if directory and not Path(directory).is_dir():
-        raise pytest.UsageError(f"--checkpoint-dir {directory}: no such directory")
-    # Under pytest-xdist each worker sees only its share of the tests; snapshot tools have
-    # deleted or truncated the others' snapshots as "unused". Refuse rather than risk it.
-    workers = getattr(config.option, "numprocesses", None)
-    if (config.getoption("update_snapshots", False) and workers not in (None, 0)
-            and not hasattr(config, "workerinput")):
-        raise pytest.UsageError(
-            "--snapshot-update cannot run under pytest-xdist (-n): workers would each see "
-            "part of the snapshots; run `pytest --snapshot-update` without -n")
-
-
-def checkpoint_files(directory) -> list[Path]:
-    return sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def checkpoint_id(path: Path) -> str:
-    """`<variant the name claims>-<file name>`, so `pytest -k xs` selects the XS files."""
-    from cnp.checkpoints import variant_label
-
-    label = variant_label(path) or "unlabeled"
-    name = path.name if label == "xs" else re.sub("xs", "x_s", path.name, flags=re.IGNORECASE)
-    return f"{label}-{name}"
-
-
-def pytest_generate_tests(metafunc):
-    if "checkpoint_file" not in metafunc.fixturenames:
-        return
-    directory = metafunc.config.getoption("checkpoint_dir")
-    if directory:
-        params = [pytest.param(p, id=checkpoint_id(p)) for p in checkpoint_files(directory)]
-    else:
-        params = [pytest.param(None, id="no-checkpoint-dir",
-                               marks=pytest.mark.skip(reason=NO_CHECKPOINT_DIR))]
-    metafunc.parametrize("checkpoint_file", params)
 
 
 @pytest.fixture
@@ -135,7 +78,7 @@ def _untimed_benchmarks_by_default(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    _check_checkpoint_options(config)
+    refuse_parallel_snapshot_update(config)
     _untimed_benchmarks_by_default(config)
 
 
