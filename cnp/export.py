@@ -71,6 +71,17 @@ def weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def provenance(model: ConvNeXtPose, weights: str) -> dict[str, str]:
+    """The metadata_props `cnp export` records: where the weights came from ("seeded:<seed>"
+    or "checkpoint:<file name>"), their sha256, and the variant when the model is one."""
+    from cnp.specs import VARIANTS
+
+    metadata = {META_WEIGHTS: weights, META_WEIGHTS_SHA256: weights_sha256(model)}
+    if VARIANTS.get(model.spec.name) == model.spec:  # a known variant, not an inferred one
+        metadata[META_VARIANT] = model.spec.name
+    return metadata
+
+
 class Exported(nn.Module):
     """What the graph computes: heatmaps, and their soft-argmax unless `coords=False`."""
 
