@@ -16,13 +16,12 @@ from cnp.specs import VARIANTS
 
 def cmd_export(args) -> int:
     from cnp import checkpoints
-    from cnp.export import export_onnx, provenance, require
+    from cnp.export import check_target, export_onnx, provenance, require
     from cnp.testing import GOLDEN_SEED, seeded_model
 
     require("onnx", "onnxscript")
     source, target = Path(args.source), Path(args.target)
-    if target.exists() and not args.force:  # before seconds of exporting, not after
-        raise InputError(target, "exists; pass --force to overwrite it")
+    check_target(target, args.force)  # before seconds of loading and exporting, not after
     if source.exists():
         if target.exists() and target.resolve() == source.resolve():
             raise InputError(target, "is the input file; write the export elsewhere")

@@ -143,13 +143,8 @@ def to_onnx(model: ConvNeXtPose, *, opset: int | None = None, metadata: dict | N
     return proto
 
 
-def write_atomically(data: bytes, path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Write `data` to `path` via a temporary file in the same directory, then rename.
-
-    The temporary file is created with mode 0o666 so the umask applies as for any new file.
-    A failure leaves no temporary file and `path` as it was. An existing `path` is replaced
-    only with `force` (InputError otherwise, before anything is written).
-    """
+def check_target(path: str | os.PathLike, force: bool = False) -> Path:
+    """InputError unless `path` can be written: before an export's seconds, not after."""
     path = Path(path)
     if path.is_dir():
         raise InputError(path, "is a directory; name the .onnx file to write")
@@ -157,6 +152,17 @@ def write_atomically(data: bytes, path: str | os.PathLike, *, force: bool = Fals
         raise InputError(path, "exists; pass --force to overwrite it")
     if not path.parent.is_dir():
         raise InputError(path, f"no such directory {str(path.parent)!r}")
+    return path
+
+
+def write_atomically(data: bytes, path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Write `data` to `path` via a temporary file in the same directory, then rename.
+
+    The temporary file is created with mode 0o666 so the umask applies as for any new file.
+    A failure leaves no temporary file and `path` as it was. An existing `path` is replaced
+    only with `force` (InputError otherwise, before anything is written).
+    """
+    path = check_target(path, force)
     temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
         handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -179,9 +185,7 @@ def export_onnx(model: ConvNeXtPose, path: str | os.PathLike, *, opset: int | No
     version is always recorded). Written atomically, honouring the umask; an existing file
     is replaced only with `force`.
     """
-    path = Path(path)
-    if path.exists() and not force:  # before the export's seconds, not after
-        raise InputError(path, "exists; pass --force to overwrite it")
+    path = check_target(path, force)
     proto = to_onnx(model, opset=opset, coords=coords,
                     metadata={META_VERSION: cnp_version(), **(metadata or {})})
     return write_atomically(proto.SerializeToString(), path, force=force)
