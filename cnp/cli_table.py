@@ -87,7 +87,7 @@ def _print_table(rows: list[dict]) -> None:
         "\n  element, i.e. params + BatchNorm running_mean/running_var (C each) +"
         "\n  num_batches_tracked (1) per BatchNorm: the figure other documents quote."
         f"\nGMACs: {MAC_CONVENTION}."
-        "\n  Conv weights alone (torch.utils.flopcounter, torchprofile):"
+        "\n  Conv weights alone (torch.utils.flop_counter, torchprofile):"
         f"\n    {other_convention('gmacs_conv_weights_only')}"
         "\n  One per element also for BatchNorm, ReLU, upsampling and residual adds:"
         f"\n    {other_convention('gmacs_all_elementwise')}"

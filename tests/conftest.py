@@ -46,16 +46,20 @@ class CliResult:
         return f"CliResult(code={self.code}, out={self.out[-2000:]!r}, err={self.err!r})"
 
 
-@pytest.fixture
-def cli(capsys):
-    """Run `cnp ARGS...` in this process (fast): cli("inspect", path) -> CliResult."""
+@pytest.fixture(scope="session")
+def cli():
+    """Run `cnp ARGS...` in this process (fast): cli("inspect", path) -> CliResult.
+    Session-scoped (it holds no state), so module fixtures can share one expensive run."""
+    import contextlib
+    import io
+
     from cnp.cli import main
 
     def run(*argv) -> CliResult:
-        capsys.readouterr()  # drop what the test printed before
-        code = main([str(arg) for arg in argv])
-        out, err = capsys.readouterr()
-        return CliResult(code, out, err)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(arg) for arg in argv])
+        return CliResult(code, out.getvalue(), err.getvalue())
 
     return run
 

@@ -1,7 +1,7 @@
 """The built models against the spec page and the paper, one property per test.
 
-Expected values are written out here from ../shared/convnextpose.md (the spec page) and
-the paper's table, not read from cnp/specs.py: a typo in the specs module must fail here.
+Expected values come from docs/spec.md through tests/spec_page.py (its variants table and
+the paper's figures), not from cnp/specs.py: a typo in the specs module must fail here.
 """
 
 from __future__ import annotations
@@ -13,22 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnp import VARIANTS, UnknownVariantError, build, get_spec, summarize
-
-ATTO = dict(depths=[2, 2, 6, 2], dims=[40, 80, 160, 320])
-FEMTO_L = dict(depths=[3, 3, 9, 3], dims=[48, 96, 192, 384])
-
-# The spec page's variant table.
-SPEC_PAGE = {
-    "xs": dict(backbone="Atto", **ATTO, head=128, upsample=[2, 2, 1], depth_dim=32, heatmap=32),
-    "s": dict(backbone="Femto-L", **FEMTO_L, head=256, upsample=[2, 2, 1], depth_dim=32, heatmap=32),
-    "m": dict(backbone="Femto-L", **FEMTO_L, head=256, upsample=[2, 2, 2], depth_dim=64, heatmap=64),
-    "l": dict(backbone="Femto-L", **FEMTO_L, head=512, upsample=[2, 2, 2], depth_dim=64, heatmap=64),
-}
-# The paper's table: params (M, trainable), GFLOPs; and the figures other documents quote.
-PAPER = {"xs": (3.53, 0.82), "s": (7.44, 1.76), "m": (7.59, 2.82), "l": (8.38, 4.30)}
-OTHER_DOCUMENTS_M = {"s": 7.45, "m": 7.60, "l": 8.39}
-JOINTS = 18
-INPUT = 256
+from spec_page import PAPER_PAGE, RELEASED_PAGE, SPEC_PAGE
 
 variants = pytest.mark.parametrize("variant", list(VARIANTS))
 
@@ -62,7 +47,7 @@ def batchnorm_channels(variant: str) -> list[int]:
     stem = [dims[0]]
     downsample = dims[:3]
     blocks = [c for c, d in zip(dims, page["depths"]) for _ in range(d)]
-    return stem + downsample + blocks + [dims[3]] + [dims[3], head, head]
+    return stem + downsample + blocks + [dims[3]] + [dims[3], head[0], head[1]]
 
 
 @variants
@@ -90,17 +75,18 @@ def test_backbone_stages(variant):
     assert [s.blocks for s in stages] == page["depths"]
     assert [s.dim for s in stages] == page["dims"]
     assert [s.kernel for s in stages] == [7, 7, 7, 7]
-    assert [s.size for s in stages] == [(64, 64), (32, 32), (16, 16), (8, 8)]  # strides 4..32
+    height, width = page["input"]
+    assert [s.size for s in stages] == [(height // 2**i, width // 2**i) for i in (2, 3, 4, 5)]
 
 
 @variants
 def test_head_layers(variant):
     page = SPEC_PAGE[variant]
     layers = summarize(variant).head_layers
+    ins = [page["dims"][3], *page["head"][:2]]
     assert [(h.in_channels, h.out_channels, h.kernel) for h in layers] == [
-        (page["dims"][3], page["head"], 3), (page["head"], page["head"], 3),
-        (page["head"], page["head"], 3)]
-    assert summarize(variant).final_layer == (page["head"], JOINTS * page["depth_dim"])
+        (cin, cout, 3) for cin, cout in zip(ins, page["head"])]
+    assert summarize(variant).final_layer == (page["head"][2], page["joints"] * page["depth_dim"])
 
 
 @variants
@@ -112,22 +98,27 @@ def test_head_upsampling(variant):
 @variants
 def test_output_shapes(variant):
     page = SPEC_PAGE[variant]
-    side = INPUT // 32 * 2 ** sum(u == 2 for u in page["upsample"])
     summary = summarize(variant)
-    assert side == page["heatmap"]
-    assert summary.heatmap_shape == (JOINTS * page["depth_dim"], side, side)
-    assert summary.volume_shape == (JOINTS, page["depth_dim"], side, side)
-    assert summary.coords_shape == (JOINTS, 3)
+    assert list(summary.heatmap_shape) == page["heatmap_shape"]
+    assert list(summary.volume_shape) == [page["joints"], page["depth_dim"], *page["heatmap"]]
+    assert summary.coords_shape == (page["joints"], 3)
 
 
 @variants
 def test_params_match_paper(variant):
-    assert round(summarize(variant).params / 1e6, 2) == PAPER[variant][0]
+    assert round(summarize(variant).params / 1e6, 2) == PAPER_PAGE[variant]["params_m"]
 
 
-@pytest.mark.parametrize("variant", list(OTHER_DOCUMENTS_M))
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if PAPER_PAGE[v]["other_params_m"]])
 def test_state_dict_numel_matches_other_documents(variant):
-    assert round(summarize(variant).state_dict_numel / 1e6, 2) == OTHER_DOCUMENTS_M[variant]
+    quoted = PAPER_PAGE[variant]["other_params_m"]
+    assert round(summarize(variant).state_dict_numel / 1e6, 2) == quoted
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if RELEASED_PAGE[v]["state_dict_numel"]])
+def test_state_dict_numel_is_the_released_files(variant):
+    # Counted by others from the downloaded files, element for element.
+    assert summarize(variant).state_dict_numel == RELEASED_PAGE[variant]["state_dict_numel"]
 
 
 @variants
@@ -143,14 +134,14 @@ def test_count_difference_is_batchnorm_buffers(variant):
 @variants
 def test_gmacs_within_one_percent_of_paper(variant):
     gmacs = summarize(variant).macs.total / 1e9
-    assert gmacs == pytest.approx(PAPER[variant][1], rel=0.01)
+    assert gmacs == pytest.approx(PAPER_PAGE[variant]["gflops"], rel=0.01)
 
 
 @variants
 def test_conv_macs_match_pytorch_flop_counter(variant):
     model = build(variant, device="meta")
     with FlopCounterMode(display=False) as counter:
-        model.heatmaps(torch.empty(1, 3, INPUT, INPUT, device="meta"))
+        model.heatmaps(torch.empty(1, 3, *SPEC_PAGE[variant]["input"], device="meta"))
     assert summarize(variant).macs.conv_weights * 2 == counter.get_total_flops()
 
 
@@ -174,17 +165,19 @@ def test_builds_on_meta_without_memory(variant):
 def test_runs_on_cpu(variant):
     torch.manual_seed(0)
     model = build(variant)
+    page = SPEC_PAGE[variant]
     with torch.inference_mode():
-        coords = model(torch.randn(2, 3, INPUT, INPUT))
-    side = SPEC_PAGE[variant]["heatmap"]
-    assert coords.shape == (2, JOINTS, 3)
+        coords = model(torch.randn(2, 3, *page["input"]))
+    height, width = page["heatmap"]
+    upper = torch.tensor([width - 1, height - 1, page["depth_dim"] - 1], dtype=coords.dtype)
+    assert coords.shape == (2, page["joints"], 3)
     assert torch.isfinite(coords).all()
-    assert ((coords >= 0) & (coords <= side - 1)).all()  # expected indices stay in the volume
+    assert ((coords >= 0) & (coords <= upper)).all()  # expected indices stay in the volume
 
 
 def test_soft_argmax_follows_the_heatmaps_device():
     model = build(get_spec("xs"), device="meta")
-    assert model(torch.empty(1, 3, INPUT, INPUT, device="meta")).device.type == "meta"
+    assert model(torch.empty(1, 3, 256, 256, device="meta")).device.type == "meta"
 
 
 def test_unknown_variant_lists_the_known_ones():

@@ -19,6 +19,7 @@ from torch import nn
 from cnp import VARIANTS, build, get_spec, soft_argmax, summarize
 from cnp.bench import gflop_s, matmul_roofline
 from cnp.fast import fast_model
+from spec_page import SPEC_PAGE
 
 BATCHES = (1, 8)
 PATHS = ("eager", "fast", "reference")
@@ -113,11 +114,12 @@ def test_throughput(benchmark, roofline_gflops_s, variant, batch, path, device):
         return coords
 
     coords = benchmark(forward)
-    # Real work was done: one finite (x, y, z) per joint, inside the heatmap volume.
-    assert coords.shape == (batch, spec.joint_num, 3)
+    # Real work was done: one finite (x, y, z) per joint, inside the spec page's volume.
+    page = SPEC_PAGE[variant]
+    assert coords.shape == (batch, page["joints"], 3)
     assert torch.isfinite(coords).all()
-    h, w = spec.heatmap_size
-    upper = torch.tensor([w - 1, h - 1, spec.depth_dim - 1], device=device)
+    h, w = page["heatmap"]
+    upper = torch.tensor([w - 1, h - 1, page["depth_dim"] - 1], device=device)
     assert ((coords >= 0) & (coords <= upper)).all()
     if benchmark.enabled:
         if device not in roofline_gflops_s:

@@ -20,13 +20,7 @@ from cnp.checkpoints import fingerprint, from_state_dict, infer, inspect, load, 
 from cnp.cli import main
 from checkpoint_files import POSITIONAL_HEAD_VARIANTS, TINY, RunsCode, official_state, save_official
 
-# The variant table of the spec page (../shared/convnextpose.md), typed in from there.
-SPEC_PAGE = {
-    "xs": dict(depths=[2, 2, 6, 2], dims=[40, 80, 160, 320], head=[128] * 3, upsample=[2, 2, 1], depth_dim=32),
-    "s": dict(depths=[3, 3, 9, 3], dims=[48, 96, 192, 384], head=[256] * 3, upsample=[2, 2, 1], depth_dim=32),
-    "m": dict(depths=[3, 3, 9, 3], dims=[48, 96, 192, 384], head=[256] * 3, upsample=[2, 2, 2], depth_dim=64),
-    "l": dict(depths=[3, 3, 9, 3], dims=[48, 96, 192, 384], head=[512] * 3, upsample=[2, 2, 2], depth_dim=64),
-}
+from spec_page import SPEC_PAGE  # the variants table of docs/spec.md
 
 
 # ---------------------------------------------------------------- the released form

@@ -1,59 +1,55 @@
-"""`cnp table` and `cnp summary`: output, JSON fields and exit codes."""
+"""`cnp table` and `cnp summary`: output, JSON fields and exit codes.
+
+Figures are checked against docs/spec.md (tests/spec_page.py), never against cnp's own
+tables.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
 
-from cnp import VARIANTS, cli, specs
+from cnp import VARIANTS, specs
+from spec_page import PAPER_PAGE, SPEC_PAGE
 
 JSON_FIELDS = {"variant", "backbone", "depths", "dims", "head_channels", "head_upsample",
                "depth_dim", "heatmap_shape", "params", "state_dict_numel", "state_dict_keys",
                "gmacs", "paper"}
-# The spec page's table, written out independently of cnp/specs.py.
-SPEC_PAGE = {
-    "xs": ("Atto", [128] * 3, [2, 2, 1], 32, [576, 32, 32]),
-    "s": ("Femto-L", [256] * 3, [2, 2, 1], 32, [576, 32, 32]),
-    "m": ("Femto-L", [256] * 3, [2, 2, 2], 64, [1152, 64, 64]),
-    "l": ("Femto-L", [512] * 3, [2, 2, 2], 64, [1152, 64, 64]),
-}
-
-
-def run(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+variants = pytest.mark.parametrize("variant", list(VARIANTS))
 
 
 @pytest.fixture(scope="module")
-def table_json():
-    # One in-process run serves every per-variant check below.
-    import contextlib
-    import io
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = cli.main(["table", "--json"])
-    return code, {row["variant"]: row for row in json.loads(buffer.getvalue())}
+def table_text(cli):
+    return cli("table")
 
 
-def test_table_matches_and_exits_zero(capsys):
-    code, out, err = run(capsys, "table")
-    assert code == 0, out
-    assert "all 35 compared cells match" in out
-    assert err == ""
+@pytest.fixture(scope="module")
+def table_json(cli):
+    result = cli("table", "--json")
+    return result.code, {row["variant"]: row for row in json.loads(result.out)}
 
 
-def test_table_shows_every_variant_beside_the_paper(capsys):
-    _, out, _ = run(capsys, "table")
-    rows = {line.split()[0]: line for line in out.splitlines()
-            if line.split(" ", 1)[0] in VARIANTS}
-    assert set(rows) == set(VARIANTS)
-    assert "7.44 (7.44) ok" in rows["s"] and "7.45 (7.45) ok" in rows["s"]
-    assert "0.82," in rows["xs"] and "56.61" in rows["xs"]
+def table_rows(out: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in out.splitlines() if line.split(" ", 1)[0] in VARIANTS}
+
+
+def test_table_exits_zero_when_everything_matches(table_text):
+    assert table_text.code == 0, table_text.out
+    assert table_text.out.splitlines()[-1].startswith("verdict: all ")
+    assert table_text.err == ""
+
+
+@variants
+def test_table_row_shows_the_paper_figures(variant, table_text):
+    paper = PAPER_PAGE[variant]
+    row = table_rows(table_text.out)[variant]
+    # The built model's count, then the paper's in parentheses: equal to 0.01M.
+    assert f"{paper['params_m']:.2f} ({paper['params_m']:.2f}) ok" in row
+    assert f"({paper['gflops']:.2f}, " in row and f"{paper['mpjpe']:.2f}" in row
+    if paper["other_params_m"] is not None:
+        assert f"{paper['other_params_m']:.2f} ({paper['other_params_m']:.2f}) ok" in row
 
 
 def test_table_json_is_one_object_per_variant(table_json):
@@ -65,46 +61,53 @@ def test_table_json_is_one_object_per_variant(table_json):
         assert {"params_m", "gflops", "mpjpe"} <= set(row["paper"])
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_table_json_row(variant, table_json):
-    row = table_json[1][variant]
-    backbone, head, upsample, depth_dim, heatmap = SPEC_PAGE[variant]
+@variants
+def test_table_json_row_is_the_spec_page(variant, table_json):
+    row, page = table_json[1][variant], SPEC_PAGE[variant]
     assert (row["backbone"], row["head_channels"], row["head_upsample"], row["depth_dim"],
-            row["heatmap_shape"]) == (backbone, head, upsample, depth_dim, heatmap)
+            row["heatmap_shape"]) == (page["backbone"], page["head"], page["upsample"],
+                                      page["depth_dim"], page["heatmap_shape"])
     assert row["ok"] and all(check["ok"] for check in row["checks"])
-    assert round(row["params"] / 1e6, 2) == row["paper"]["params_m"]
 
 
-def test_table_reports_a_mismatch_with_exit_one(capsys, monkeypatch):
+@variants
+def test_table_json_row_carries_the_paper_figures(variant, table_json):
+    paper, page = table_json[1][variant]["paper"], PAPER_PAGE[variant]
+    assert (paper["params_m"], paper["gflops"], paper["mpjpe"], paper["pa_mpjpe"],
+            paper["other_documents_params_m"]) == (
+        page["params_m"], page["gflops"], page["mpjpe"], page["pa_mpjpe"], page["other_params_m"])
+
+
+def test_table_reports_a_mismatch_with_exit_one(cli, monkeypatch):
     wrong = dataclasses.replace(specs.PAPER["m"], params_m=7.44)
     monkeypatch.setitem(specs.PAPER, "m", wrong)
-    code, out, _ = run(capsys, "table")
-    assert code == 1
-    assert "7.59 (7.44) MISMATCH" in out
-    assert "1 of 35 compared cells differ: m:params_m" in out
+    result = cli("table")
+    assert result.code == 1
+    assert f"{PAPER_PAGE['m']['params_m']:.2f} (7.44) MISMATCH" in result.out
+    assert result.out.splitlines()[-1].endswith("differ: m:params_m")
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_summary_lists_every_layer(variant, capsys):
-    code, out, _ = run(capsys, "summary", variant)
-    assert code == 0
-    kinds = {line.split()[0]: line.split()[1] for line in out.splitlines()
+@variants
+def test_summary_lists_every_layer(variant, cli):
+    result = cli("summary", variant)
+    assert result.code == 0
+    kinds = {line.split()[0]: line.split()[1] for line in result.out.splitlines()
              if line.startswith("head.deconv_layers_")}
     upsampler = {1: "Identity", 2: "UpsamplingBilinear2d"}
     assert [kinds[f"head.deconv_layers_{n}.upsample1"] for n in (1, 2, 3)] == [
-        upsampler[u] for u in SPEC_PAGE[variant][2]]
-    assert "head.final_layer" in out
-    assert out.count("backbone.stages.") == 5 * sum(
-        specs.get_spec(variant).backbone.depths)  # dwconv, norm, pwconv1, act, pwconv2
+        upsampler[u] for u in SPEC_PAGE[variant]["upsample"]]
+    assert "head.final_layer" in result.out
+    # dwconv, norm, pwconv1, act, pwconv2: five lines per block
+    assert result.out.count("backbone.stages.") == 5 * sum(SPEC_PAGE[variant]["depths"])
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_summary_json(variant, capsys):
-    code, out, _ = run(capsys, "summary", variant.upper(), "--json")
-    data = json.loads(out)
-    assert code == 0
+@variants
+def test_summary_json(variant, cli):
+    result = cli("summary", variant.upper(), "--json")
+    data = json.loads(result.out)
+    assert result.code == 0
     assert data["variant"] == variant
-    assert [h["upsample"] for h in data["head_layers"]] == SPEC_PAGE[variant][2]
+    assert [h["upsample"] for h in data["head_layers"]] == SPEC_PAGE[variant]["upsample"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -113,16 +116,17 @@ def test_summary_json(variant, capsys):
     (["tabel"], "invalid choice: 'tabel'"),
     ([], "required: command"),
 ], ids=["unknown-variant", "bad-flag", "bad-command", "no-command"])
-def test_usage_error_is_one_line_exit_two(argv, message, capsys):
-    code, out, err = run(capsys, *argv)
-    assert code == 2
-    assert out == ""
-    assert err.count("\n") == 1 and err.startswith("cnp: error: ") and message in err
+def test_usage_error_is_one_line_exit_two(argv, message, cli):
+    result = cli(*argv)
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.count("\n") == 1 and result.err.startswith("cnp: error: ")
+    assert message in result.err
 
 
-def test_console_entry_point_exit_code_and_stderr():
-    result = subprocess.run([sys.executable, "-m", "cnp.cli", "summary", "xl"],
-                            capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert result.stderr == "cnp: error: unknown variant 'xl'; known variants: xs, s, m, l\n"
+@pytest.mark.slow
+def test_console_entry_point_exit_code_and_stderr(cli_process):
+    result = cli_process("summary", "xl")
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err == "cnp: error: unknown variant 'xl'; known variants: xs, s, m, l\n"

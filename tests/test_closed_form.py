@@ -1,7 +1,7 @@
 """Counts and shapes in closed form, derived from the spec page alone, against the model.
 
-Every formula below is read off the architecture description in ../shared/convnextpose.md
-(not off cnp/model.py): stem Conv2d(3→C0, 4, stride 4) + BN; downsample i: BN +
+Every formula below is read off the architecture description in docs/spec.md (not off
+cnp/model.py): stem Conv2d(3→C0, 4, stride 4) + BN; downsample i: BN +
 Conv2d(C(i-1)→Ci, 2, stride 2); block: dw k×k conv + BN + 1×1 C→4C + ReLU + 1×1 4C→C;
 final BN; three head layers dw k×k + BN + 1×1 + ReLU (+ ×2 upsampling); final 1×1 conv to
 joint_num·depth_dim. Every conv has a bias; every BatchNorm has weight and bias
@@ -17,7 +17,8 @@ from hypothesis import given
 
 from cnp import VARIANTS, build, get_spec, summarize
 from cnp.analysis import millions
-from cnp.specs import PAPER, VariantSpec
+from cnp.specs import VariantSpec
+from spec_page import PAPER_PAGE
 from tests.strategies import variant_specs
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
@@ -185,9 +186,9 @@ def test_published_counts_are_closed_form(variant):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_closed_forms_agree_with_the_paper(variant):
     """The formulas themselves, against the paper's printed parameter count and GFLOPs."""
-    spec = get_spec(variant)
-    assert millions(closed_form_params(spec)["params"]) == PAPER[spec.name].params_m
+    spec, paper = get_spec(variant), PAPER_PAGE[variant]
+    assert millions(closed_form_params(spec)["params"]) == paper["params_m"]
     gmacs = closed_form_macs(spec)["total"] / 1e9
-    assert abs(gmacs - PAPER[spec.name].gflops) <= 0.01 * PAPER[spec.name].gflops
-    if PAPER[spec.name].other_params_m is not None:
-        assert millions(closed_form_buffers(spec)["state_dict_numel"]) == PAPER[spec.name].other_params_m
+    assert abs(gmacs - paper["gflops"]) <= 0.01 * paper["gflops"]
+    if paper["other_params_m"] is not None:
+        assert millions(closed_form_buffers(spec)["state_dict_numel"]) == paper["other_params_m"]

@@ -1,7 +1,7 @@
 """Forward semantics, checked against values derived by hand, not against torch's own ops.
 
-The spec page fixes what each operation computes: bilinear ×2 upsampling with
-align_corners=True, soft-argmax as the expectation over a whole softmax volume, a
+The spec page (docs/spec.md) fixes what each operation computes: bilinear ×2 upsampling
+with align_corners=True, soft-argmax as the expectation over a whole softmax volume, a
 residual block output = input + branch, eval-mode BatchNorm with running statistics.
 """
 

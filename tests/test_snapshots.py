@@ -30,22 +30,44 @@ def test_summary(variant, snapshot_json):
 '''
 
 
-def test_snapshot_gate_catches_change_and_staleness(pytester):
-    """Record, change the architecture (S becomes 3UP), fail, accept, then go stale."""
+def write_gated_test(pytester, upsample_last: int, variant: str = "s") -> None:
+    source = GATED_TEST.format(upsample_last=upsample_last)
+    pytester.makepyfile(test_gate=source.replace('["s"]', f'["{variant}"]'))
+
+
+@pytest.fixture
+def recorded(pytester):
+    """A nested project whose one snapshot (S's summary, 2UP) was just recorded."""
     pytester.makeconftest(ROOT_CONFTEST.read_text())
-    pytester.makepyfile(test_gate=GATED_TEST.format(upsample_last=1))
-    pytester.runpytest("--snapshot-update").assert_outcomes(passed=1)
-    assert (pytester.path / "fixtures" / "test_gate" / "test_summary[s].json").is_file()
+    write_gated_test(pytester, upsample_last=1)
+    return pytester.runpytest("--snapshot-update")
+
+
+def test_snapshot_gate_records_a_new_snapshot(recorded, pytester):
+    recorded.assert_outcomes(passed=1)
+    stored = pytester.path / "fixtures" / "test_gate" / "test_summary[s].json"
+    assert '"upsample": 1' in stored.read_text()
+
+
+def test_snapshot_gate_passes_an_unchanged_architecture(recorded, pytester):
     pytester.runpytest().assert_outcomes(passed=1)
 
-    pytester.makepyfile(test_gate=GATED_TEST.format(upsample_last=2))
+
+def test_snapshot_gate_fails_a_change_and_shows_it(recorded, pytester):
+    write_gated_test(pytester, upsample_last=2)  # S becomes 3UP
     changed = pytester.runpytest()
     changed.assert_outcomes(failed=1)
     assert '"upsample": 2' in changed.stdout.str()
+
+
+def test_snapshot_gate_update_accepts_a_change(recorded, pytester):
+    write_gated_test(pytester, upsample_last=2)
     pytester.runpytest("--snapshot-update").assert_outcomes(passed=1)
     pytester.runpytest().assert_outcomes(passed=1)
 
-    pytester.makepyfile(test_gate=GATED_TEST.replace('["s"]', '["m"]').format(upsample_last=2))
+
+def test_snapshot_gate_reports_a_stale_snapshot(recorded, pytester):
+    write_gated_test(pytester, upsample_last=1, variant="m")  # S's test is gone
     stale = pytester.runpytest()
     assert stale.ret == 1
     stale.stdout.fnmatch_lines(["*1 snapshot unused*"])
