@@ -16,8 +16,8 @@ from cnp.specs import VARIANTS
 
 def cmd_export(args) -> int:
     from cnp import checkpoints
-    from cnp.export import check_target, export_onnx, provenance, require
-    from cnp.testing import GOLDEN_SEED, seeded_model
+    from cnp.export import check_target, export_onnx, provenance, require, seeded
+    from cnp.testing import GOLDEN_SEED
 
     require("onnx", "onnxscript")
     source, target = Path(args.source), Path(args.target)
@@ -28,7 +28,7 @@ def cmd_export(args) -> int:
         model = checkpoints.load(source)
         origin = f"checkpoint:{source.name}"
     elif args.source.strip().lower() in VARIANTS:
-        model = seeded_model(args.source.strip().lower(), GOLDEN_SEED)
+        model = seeded(args.source.strip().lower(), GOLDEN_SEED)
         origin = f"seeded:{GOLDEN_SEED}"
     else:
         raise InputError(args.source, f"neither a checkpoint file nor a variant "
@@ -48,23 +48,11 @@ def cmd_check_onnx(args) -> int:
     else:
         variant = result.variant.upper() if result.variant else "no variant"
         unchecked = sum(c.ok is None for c in result.checks)
-        verdict = ("FAIL" if not result.ok else "ok") + (f" ({unchecked} not checked)" if unchecked else "")
+        verdict = "ok" if result.ok else "FAIL"
+        verdict += f" ({unchecked} not checked)" if unchecked else ""
         print(f"{result.path}: {verdict}: checked against {variant}")
-        print_columns([[f"  {c.check}", c.status, c.detail or _summary(c)] for c in result.checks])
+        print_columns([[f"  {c.check}", c.status, c.detail] for c in result.checks])
     return EXIT_OK if result.ok else EXIT_MISMATCH
-
-
-def _summary(check) -> str:
-    if check.check == "upsampling" and check.found:
-        return "; ".join(f"{f['layer']} {f['mode']} {f['coordinate_transformation_mode']} "
-                         f"x{_scale_text(f['scale'])}" for f in check.found)
-    return ""
-
-
-def _scale_text(scale) -> str:
-    if not scale:
-        return "?"
-    return f"{scale[0]:g}" if scale[0] == scale[1] else ",".join(f"{s:g}" for s in scale)
 
 
 def register(commands) -> None:
@@ -77,7 +65,8 @@ def register(commands) -> None:
     export.add_argument("--force", action="store_true", help="overwrite OUT.onnx if it exists")
     export.set_defaults(run=cmd_export)
 
-    check = commands.add_parser("check-onnx", help="does an ONNX export compute the model it claims to?")
+    check = commands.add_parser("check-onnx",
+                                help="does an ONNX export compute the model it claims to?")
     check.add_argument("path", metavar="FILE.onnx")
     check.add_argument("--variant", metavar="V", help="the variant the file should hold")
     check.add_argument("--weights", metavar="CKPT",

@@ -17,6 +17,7 @@ exported by cnp from a variant; with neither, numerics are "not checked", never 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -29,10 +30,11 @@ from cnp import onnx_graph
 from cnp.checkpoints import differences, variant_label
 from cnp.checks import MEASURED, STORED, Check, plain
 from cnp.errors import InputError
-from cnp.export import META_VARIANT, META_WEIGHTS, META_WEIGHTS_SHA256, require, weights_sha256
+from cnp.export import (META_VARIANT, META_WEIGHTS, META_WEIGHTS_SHA256, one_thread, require,
+                        seeded, weights_sha256)
 from cnp.model import ConvNeXtPose, soft_argmax
 from cnp.specs import VARIANTS, VariantSpec, get_spec
-from cnp.testing import ATOL, RTOL, seeded_input, seeded_model
+from cnp.testing import ATOL, RTOL, seeded_input
 
 CHECKS = ("structure", "variant", "upsampling", "numerics")
 BATCHES = (1, 4)
@@ -50,9 +52,9 @@ class OnnxReport:
         return not any(c.ok is False for c in self.checks)
 
     def to_dict(self) -> dict:
+        fields = ("check", "ok", "expected", "found", "detail")
         return plain({"path": self.path, "variant": self.variant,
-                      "checks": [{k: c.to_dict()[k] for k in ("check", "ok", "expected", "found", "detail")}
-                                 for c in self.checks]})
+                      "checks": [{k: c.to_dict()[k] for k in fields} for c in self.checks]})
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Reference:
 
     model: ConvNeXtPose | None
     source: str  # one line: "--weights FILE", "seeded weights (seed 2023)", or why there are none
+    from_weights: bool = False  # the model came from --weights
 
 
 # ---------------------------------------------------------------- what to compare with
@@ -79,15 +82,16 @@ def _reference(path: Path, meta: dict, weights: str | os.PathLike | None) -> Ref
         same = "" if recorded is None else (
             "; the file records these weights" if recorded == weights_sha256(model)
             else "; the file records other weights (sha256 differs)")
-        return Reference(model, f"--weights {weights}{same}")
+        return Reference(model, f"--weights {weights}{same}", from_weights=True)
     source = meta.get(META_WEIGHTS, "")
-    if source.startswith("seeded:") and meta.get(META_VARIANT) in VARIANTS:
+    if (source.startswith("seeded:") and source.removeprefix("seeded:").isdigit()
+            and meta.get(META_VARIANT) in VARIANTS):
         seed = int(source.removeprefix("seeded:"))
-        model = seeded_model(meta[META_VARIANT], seed)
+        model = seeded(meta[META_VARIANT], seed)
         if weights_sha256(model) != meta.get(META_WEIGHTS_SHA256):
             return Reference(None, f"the file records cnp's seeded {meta[META_VARIANT].upper()} "
-                                   f"weights (seed {seed}) with another sha256 than this cnp makes: "
-                                   "re-export it, or pass --weights")
+                                   f"weights (seed {seed}) with another sha256 than this cnp "
+                                   "makes: re-export it, or pass --weights")
         return Reference(model, f"cnp's seeded {meta[META_VARIANT].upper()} weights (seed {seed}), "
                                 "as the file's metadata records")
     recorded = f" (the file records weights from {source.split(':', 1)[-1]})" if source else ""
@@ -98,7 +102,7 @@ def _expected_variant(path: Path, variant: str | None, reference: Reference,
                       meta: dict) -> tuple[VariantSpec | None, str]:
     if variant is not None:
         return get_spec(variant), "--variant"
-    if reference.model is not None and "--weights" in reference.source:
+    if reference.from_weights:
         return reference.model.spec, "the --weights checkpoint"
     if meta.get(META_VARIANT) in VARIANTS:
         return VARIANTS[meta[META_VARIANT]], "the file's metadata"
@@ -112,53 +116,66 @@ def _expected_variant(path: Path, variant: str | None, reference: Reference,
 
 
 def _dims_text(shape) -> str:
-    return "x".join("?" if d is None else str(d) for d in shape) if shape is not None else "unknown"
+    if shape is None:
+        return "unknown"
+    return "x".join("?" if d is None else str(d) for d in shape)
 
 
-def check_structure(model, spec: VariantSpec | None) -> Check:
+def _static(shape) -> bool:
+    return all(isinstance(d, int) for d in shape)
+
+
+def _checker(model) -> str:
     import onnx
 
     try:
         onnx.checker.check_model(model, full_check=True)
-        checker = "pass"
+        return "pass"
     except Exception as error:  # noqa: BLE001 - any rejection is the finding
-        checker = f"fail: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        return f"fail: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+
+
+def _output_shapes(spec: VariantSpec) -> dict[str, list]:
+    """Per output role, its shape after the batch."""
+    return {"heatmaps": [spec.joint_num * spec.depth_dim, *spec.heatmap_size],
+            "coords": [spec.joint_num, 3]}
+
+
+def check_structure(model, spec: VariantSpec | None) -> Check:
     inputs = onnx_graph.graph_inputs(model)
     roles = onnx_graph.output_roles(model)
     declared = {o.name: onnx_graph.dims(o) for o in model.graph.output}
     image = onnx_graph.dims(inputs[0]) if len(inputs) == 1 else None
-    batch = "unknown" if not image else ("dynamic" if not isinstance(image[0], int) else f"fixed at {image[0]}")
+    batch = ("unknown" if not image else
+             "dynamic" if not isinstance(image[0], int) else f"fixed at {image[0]}")
     found = {
-        "checker": checker,
+        "checker": _checker(model),
         "inputs": {i.name: _dims_text(onnx_graph.dims(i)) for i in inputs},
         "batch": batch,
         "outputs": {name: _dims_text(shape) for name, shape in declared.items()},
         "has": " and ".join(r for r in ("heatmaps", "coords") if r in roles.values()) or "neither",
     }
-    height, width = spec.input_size if spec else ("H", "W")
-    wanted = {"heatmaps": ["N", spec.joint_num * spec.depth_dim, *spec.heatmap_size] if spec else None,
-              "coords": ["N", spec.joint_num, 3] if spec else None}
-    expected = {"checker": "pass", "inputs": f"one: Nx3x{height}x{width}", "batch": "dynamic",
-                "outputs": "heatmaps and/or coords" + (
-                    f" (heatmaps Nx{_dims_text(wanted['heatmaps'][1:])}, coords Nx{spec.joint_num}x3)"
-                    if spec else "")}
-    problems = []
-    if checker != "pass":
-        problems.append(f"onnx.checker: {checker}")
+    size = "x".join(map(str, spec.input_size)) if spec else "HxW"
+    wanted = _output_shapes(spec) if spec else {}
+    expected = {"checker": "pass", "inputs": f"one: Nx3x{size}", "batch": "dynamic",
+                "outputs": "heatmaps and/or coords" + "".join(
+                    f", {role} Nx{_dims_text(shape)}" for role, shape in wanted.items())}
+    problems = [f"onnx.checker: {found['checker']}"] if found["checker"] != "pass" else []
     if image is None or len(image) != 4 or image[1] != 3:
         problems.append(f"expected one input Nx3xHxW, found {found['inputs']}")
-    elif spec and [d for d in image[2:]] != list(spec.input_size) and all(isinstance(d, int) for d in image[2:]):
-        problems.append(f"input {_dims_text(image)}, expected {height}x{width} images")
+    elif spec and _static(image[2:]) and image[2:] != list(spec.input_size):
+        problems.append(f"input {_dims_text(image)}, expected {size} images")
     if batch != "dynamic":
-        problems.append(f"batch {batch}: one input size, not the model (set a dynamic batch when exporting)")
+        problems.append(f"batch {batch}: the file is one input size, not the model "
+                        "(export with a dynamic batch)")
     if not roles:
         problems.append("no output is heatmaps (rank 4) or coordinates (rank 3, last dim 3)")
     for name, role in roles.items():
         shape = declared[name]
-        if spec and shape and all(isinstance(d, int) for d in shape[1:]) and shape[1:] != wanted[role][1:]:
-            problems.append(f"{role} {_dims_text(shape)}, expected Nx{_dims_text(wanted[role][1:])}")
-    summary = (f"inputs {', '.join(f'{k} {v}' for k, v in found['inputs'].items())} ({batch} batch); "
-               f"outputs {', '.join(f'{k} {v}' for k, v in found['outputs'].items())}")
+        if wanted and shape and _static(shape[1:]) and shape[1:] != wanted[role]:
+            problems.append(f"{role} {_dims_text(shape)}, expected Nx{_dims_text(wanted[role])}")
+    summary = "; ".join(f"{what} " + ", ".join(f"{k} {v}" for k, v in found[what].items())
+                        for what in ("inputs", "outputs")) + f" ({batch} batch)"
     return Check("structure", expected, found, not problems, "spec", STORED,
                  "; ".join(problems) or summary)
 
@@ -183,7 +200,8 @@ def check_variant(where: onnx_graph.Layout | None, reason: str, spec: VariantSpe
         return Check("variant", expected, None, False, "spec", STORED,
                      f"the graph's convolutions are not a ConvNeXtPose: {reason}")
     inferred = where.inferred
-    matches = [name for name, known in VARIANTS.items() if _architecture(known) == _architecture(inferred)]
+    matches = [name for name, known in VARIANTS.items()
+               if _architecture(known) == _architecture(inferred)]
     found = {"variant": matches[0] if matches else None, **_architecture(inferred)}
     if spec is None:
         return Check("variant", None, found, None, "spec", STORED,
@@ -213,8 +231,16 @@ def check_upsampling(model, where: onnx_graph.Layout | None, spec: VariantSpec |
             problems.append(f"{item['node']} in {item['layer']}: {', '.join(wrong)}; expected "
                             f"{want['layer']} linear align_corners x2")
     problems += [f"{item['node']} in {item['layer']}: unexpected" for item in found[len(expected):]]
+    summary = "; ".join(f"{f['layer']} {f['mode']} {f['coordinate_transformation_mode']} "
+                        f"x{_scale_text(f['scale'])}" for f in found) or "no upsampling nodes"
     return Check("upsampling", expected, found, compared == expected, "spec", MEASURED,
-                 "; ".join(problems))
+                 "; ".join(problems) or summary)
+
+
+def _scale_text(scale) -> str:
+    if not scale:
+        return "?"
+    return f"{scale[0]:g}" if scale[0] == scale[1] else ",".join(f"{s:g}" for s in scale)
 
 
 def tolerance_units(found: numpy.ndarray, expected: numpy.ndarray) -> float:
@@ -224,8 +250,9 @@ def tolerance_units(found: numpy.ndarray, expected: numpy.ndarray) -> float:
     return float(ratio.max()) if ratio.size else 0.0
 
 
-def check_numerics(path: Path, model, reference: Reference) -> Check:
-    expected = f"<= 1 tolerance unit (rtol {RTOL}, atol {ATOL}), batch {' and '.join(map(str, BATCHES))}"
+def check_numerics(model, reference: Reference) -> Check:
+    batches = " and ".join(map(str, BATCHES))
+    expected = f"<= 1 tolerance unit (rtol {RTOL}, atol {ATOL}), batch {batches}"
     if reference.model is None:
         return Check("numerics", expected, None, None, "golden", MEASURED, reference.source)
     from cnp.export import inference_session
@@ -241,11 +268,11 @@ def check_numerics(path: Path, model, reference: Reference) -> Check:
     torch_model, spec = reference.model, reference.model.spec
     for batch in BATCHES:
         image = seeded_input(spec, batch)
-        with torch.no_grad():
-            heatmaps = torch_model.heatmaps(image)
-        # Soft-argmax in float64, as the goldens: its float32 sums are noise, not a change.
-        want = {"heatmaps": heatmaps.double().numpy(),
-                "coords": soft_argmax(heatmaps.double(), spec.joint_num, spec.depth_dim).numpy()}
+        with torch.no_grad(), one_thread():
+            heatmaps = torch_model.heatmaps(image).double()
+            # Soft-argmax in float64, as the goldens: float32 sums over the volume are noise.
+            want = {"heatmaps": heatmaps.numpy(),
+                    "coords": soft_argmax(heatmaps, spec.joint_num, spec.depth_dim).numpy()}
         try:
             outputs = session.run(list(roles), {input_name: image.numpy()})
         except Exception as error:  # noqa: BLE001
@@ -254,20 +281,22 @@ def check_numerics(path: Path, model, reference: Reference) -> Check:
         ratios = {}
         for (name, role), value in zip(roles.items(), outputs):
             if value.shape != want[role].shape:
-                problems.append(f"batch {batch}: {role} {list(value.shape)}, expected {list(want[role].shape)}")
+                problems.append(f"batch {batch}: {role} {list(value.shape)}, "
+                                f"expected {list(want[role].shape)}")
                 ratios[role] = None
                 continue
-            ratios[role] = round(tolerance_units(value, want[role]), 4)
-            if not ratios[role] <= 1.0:
-                problems.append(f"batch {batch}: {role} off by {ratios[role]:.3g} tolerance units")
+            ratio = tolerance_units(value, want[role])
+            ratios[role] = None if math.isnan(ratio) else round(ratio, 4)  # JSON has no NaN
+            if not ratio <= 1.0:
+                problems.append(f"batch {batch}: {role} off by {ratio:.3g} tolerance units")
         found[f"batch_{batch}"] = ratios
     if not roles:
         problems.append("no heatmaps or coordinates output to compare")
     worst = max(((r, role, b) for b, ratios in found.items() for role, r in ratios.items()
                  if r is not None), default=None)
-    measured = f"worst {worst[0]:.3g} tolerance units ({worst[1]}, {worst[2].replace('_', ' ')}) " \
-        if worst else ""
-    detail = f"{measured}against {reference.source}" + (f"; {'; '.join(problems)}" if problems else "")
+    measured = (f"worst {worst[0]:.3g} tolerance units ({worst[1]}, "
+                f"{worst[2].replace('_', ' ')}) " if worst else "")
+    detail = "; ".join([f"{measured}against {reference.source}", *problems])
     return Check("numerics", expected, found, not problems, "golden", MEASURED, detail)
 
 
@@ -290,7 +319,7 @@ def report(path: str | os.PathLike, variant: str | None = None,
     except onnx_graph.NotConvNeXtPose as error:
         where, reason = None, str(error)
     checks = (check_structure(model, spec), check_variant(where, reason, spec, expected_from),
-              check_upsampling(model, where, spec), check_numerics(path, model, reference))
+              check_upsampling(model, where, spec), check_numerics(model, reference))
     return OnnxReport(str(path), spec.name if spec else None, checks)
 
 

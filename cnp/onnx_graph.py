@@ -209,8 +209,9 @@ def layout(model, joint_num: int | None = None) -> Layout:
     def take(test, what: str) -> Conv:
         nonlocal position
         if position >= len(convs) or not test(convs[position]):
-            at = (f"convolution {position + 1} of {len(convs)} has weight {list(convs[position].shape)}"
-                  if position < len(convs) else f"only {len(convs)} convolutions")
+            at = (f"convolution {position + 1} of {len(convs)} has weight "
+                  f"{list(convs[position].shape)}" if position < len(convs)
+                  else f"only {len(convs)} convolutions")
             raise NotConvNeXtPose(f"expected {what}: {at}")
         position += 1
         return convs[position - 1]
@@ -238,10 +239,11 @@ def layout(model, joint_num: int | None = None) -> Layout:
     channels, head_kernels, starts = [], [], []
     for _ in range(3):
         inputs = channels[-1] if channels else dims[-1]
-        dw = take(lambda c: c.depthwise(inputs), f"head layer {len(channels) + 1}'s depthwise convolution")
+        layer = f"head layer {len(channels) + 1}"
+        dw = take(lambda c: c.depthwise(inputs), f"{layer}'s depthwise convolution")
         starts.append(dw.index)
         head_kernels.append(dw.shape[2])
-        channels.append(take(lambda c: c.pointwise(inputs), f"head layer {len(channels) + 1}'s 1x1 convolution").out)
+        channels.append(take(lambda c: c.pointwise(inputs), f"{layer}'s 1x1 convolution").out)
     final = take(lambda c: c.pointwise(channels[-1]), "the final 1x1 layer")
     if position != len(convs):
         raise NotConvNeXtPose(f"{len(convs) - position} convolutions after the final layer")
@@ -286,12 +288,12 @@ def _place(index: int, where: Layout | None) -> str:
 
 def _scale(node, known: dict, shape_of: dict) -> list | None:
     """(height, width) factors: the node's constant scales, else output size / input size."""
-    if node.op_type == "Upsample":
-        scales = _attributes(node).get("scales")  # opset 7; an input from opset 9
-        values = numpy.asarray(scales) if scales is not None else known.get(node.input[1] if len(node.input) > 1 else "")
-    else:  # Resize: X, roi, scales, sizes (opset 10: X, scales)
-        name = node.input[1] if len(node.input) == 2 else (node.input[2] if len(node.input) > 2 else "")
-        values = known.get(name)
+    inputs = list(node.input) + ["", "", ""]
+    if node.op_type == "Upsample":  # scales: an attribute in opset 7, an input from opset 9
+        scales = _attributes(node).get("scales")
+        values = numpy.asarray(scales) if scales is not None else known.get(inputs[1])
+    else:  # Resize: X, scales (opset 10); X, roi, scales, sizes (opset 11 on)
+        values = known.get(inputs[1] if len(node.input) == 2 else inputs[2])
     if values is not None and values.size == 4:
         return [float(v) for v in values[2:]]
     before, after = shape_of.get(node.input[0]), shape_of.get(node.output[0])
@@ -310,13 +312,15 @@ def upsampling(model, where: Layout | None) -> list[dict]:
             continue
         attributes = _attributes(node)
         # Upsample has no coordinate_transformation_mode: its formula is the asymmetric one.
-        default = "half_pixel" if node.op_type == "Resize" and opset(model) >= 11 else "asymmetric"
+        default = ("half_pixel" if node.op_type == "Resize" and opset(model) >= 11
+                   else "asymmetric")
         found.append({
             "layer": _place(index, where),
             "node": node.name or node.output[0],
             "op": node.op_type,
             "mode": _text(attributes.get("mode", "nearest")),
-            "coordinate_transformation_mode": _text(attributes.get("coordinate_transformation_mode", default)),
+            "coordinate_transformation_mode":
+                _text(attributes.get("coordinate_transformation_mode", default)),
             "scale": _scale(node, known, shape_of),
         })
     return found
