@@ -182,7 +182,7 @@ def test_cnp_imports_no_onnx_module(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["text", "truncated", "missing", "directory", "checkpoint",
-                                  "weights-not-convnextpose"])
+                                  "weights-not-convnextpose", "unknown-variant"])
 def test_unusable_input_is_one_line_exit_2(case, exports, cli, tmp_path):
     onnx_file = exports["xs"].path
     target, extra = tmp_path / "model.onnx", ()
@@ -197,6 +197,8 @@ def test_unusable_input_is_one_line_exit_2(case, exports, cli, tmp_path):
     elif case == "weights-not-convnextpose":
         target, extra = onnx_file, ("--weights", tmp_path / "other.pth")
         torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    elif case == "unknown-variant":
+        target, extra = onnx_file, ("--variant", "xxl")
     result = cli("check-onnx", target, *extra)
     assert one_line_error(result), result
 
@@ -241,6 +243,7 @@ def test_align_corners_false_in_one_layer_fails_xs(misaligned):
     first = checks["upsampling"].found[0]
     assert (first["layer"], first["mode"]) == ("head.deconv_layers_1", "linear")
     assert first["coordinate_transformation_mode"] != "align_corners"
+    assert "in head.deconv_layers_1: coordinate_transformation_mode" in checks["upsampling"].detail
     assert checks["upsampling"].ok is False and checks["numerics"].ok is False
 
 
@@ -249,6 +252,7 @@ def test_nearest_in_one_layer_fails_xs(misaligned):
     checks = {c.check: c for c in report(misaligned).checks}
     second = checks["upsampling"].found[1]
     assert (second["layer"], second["mode"]) == ("head.deconv_layers_2", "nearest")
+    assert "in head.deconv_layers_2: mode nearest" in checks["upsampling"].detail
     assert checks["upsampling"].ok is False and checks["numerics"].ok is False
 
 
