@@ -59,11 +59,11 @@ def count(text: str) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from cnp import cli_bench, cli_check, cli_checkpoints, cli_table
+    from cnp import cli_bench, cli_check, cli_checkpoints, cli_onnx, cli_table
 
     parser = _Parser(prog="cnp", description="Verify the ConvNeXtPose architecture.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (cli_check, cli_table, cli_bench, cli_checkpoints):
+    for module in (cli_check, cli_table, cli_checkpoints, cli_onnx, cli_bench):
         module.register(commands)
     return parser
 

@@ -1,0 +1,287 @@
+"""`cnp export` and `cnp check-onnx`: exports round-trip, broken exports are caught.
+
+Needs the `onnx` extra (CI installs it); without it this module is skipped. Each export is
+made once per session (tests/onnx_exports.py): XS runs by default, S, M and L and the
+broken graphs are `slow` (10-20 s of exporting each on a 2-core machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from importlib import metadata as package_metadata
+
+import pytest
+import torch
+
+# Found, not imported: onnx's C++ extension aborts the process when imported a second time,
+# which an in-process nested pytest run (tests/test_selection.py) would do. Tests import it.
+if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxruntime", "onnxscript")):
+    pytest.skip("the 'onnx' extra is not installed", allow_module_level=True)
+
+from cnp.checks import failed  # noqa: E402
+from cnp.onnx_check import CHECKS, check_onnx, onnx_cases, report  # noqa: E402
+from cnp.specs import VARIANTS  # noqa: E402
+from cnp.testing import seeded_model  # noqa: E402
+from onnx_exports import (PLACEHOLDER, UMASK, Exports, export_as_seeded_xs,  # noqa: E402
+                          export_legacy, misaligned_xs)
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
+EVERY_VARIANT = [pytest.param(v, id=v, marks=() if v == "xs" else pytest.mark.slow)
+                 for v in VARIANTS]
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory):
+    return Exports(tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.fixture(scope="session")
+def misaligned(tmp_path_factory):
+    """XS exported with align_corners=False in head layer 1 and nearest in head layer 2."""
+    return export_as_seeded_xs(misaligned_xs(), tmp_path_factory.mktemp("broken") / "xs.onnx")
+
+
+def one_line_error(result) -> bool:
+    lines = result.err.strip().splitlines()
+    return (result.code == 2 and len(lines) == 1 and lines[0].startswith("cnp: error: ")
+            and "Traceback" not in result.err)
+
+
+def save_weights(model, path):
+    torch.save(model.state_dict(), path)
+    return path
+
+
+# ---------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("variant", EVERY_VARIANT)
+def test_export_round_trips(variant, exports, cli):
+    assert exports[variant].code == 0
+    result = cli("check-onnx", exports[variant].path, "--json")
+    data = json.loads(result.out)
+    assert (result.code, data["variant"]) == (0, variant), result
+    assert [(c["check"], c["ok"]) for c in data["checks"]] == [(name, True) for name in CHECKS]
+    numerics = data["checks"][CHECKS.index("numerics")]["found"]
+    assert {batch: sorted(ratios) for batch, ratios in numerics.items()} == {
+        "batch_1": ["coords", "heatmaps"], "batch_4": ["coords", "heatmaps"]}
+
+
+def test_upsampling_findings_name_the_spec_layers_xs(exports):
+    """XS upsamples in head layers 1 and 2 (docs/spec.md: 2UP), ×2 bilinear, align_corners."""
+    found = report(exports["xs"].path).checks[CHECKS.index("upsampling")].found
+    assert [(f["layer"], f["mode"], f["coordinate_transformation_mode"], f["scale"])
+            for f in found] == [("head.deconv_layers_1", "linear", "align_corners", [2.0, 2.0]),
+                                ("head.deconv_layers_2", "linear", "align_corners", [2.0, 2.0])]
+
+
+def test_plugin_entry_point_checks_xs(exports):
+    checks = check_onnx(exports["xs"].path)
+    assert [c.check for c in checks] == list(CHECKS) and not failed(checks)
+
+
+# ---------------------------------------------------------------- writing the file
+
+
+def test_export_force_replaces_a_file_honouring_the_umask_xs(exports):
+    export = exports["xs"]
+    assert export.replaced and export.code == 0
+    assert export.path.read_bytes()[:len(PLACEHOLDER)] != PLACEHOLDER
+    assert export.mode == 0o666 & ~UMASK
+    assert [p.name for p in export.path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_export_records_where_the_weights_came_from_xs(exports, tmp_path):
+    from safetensors.torch import save_file
+
+    from cnp.checkpoints import load
+    from cnp.export import weights_sha256
+
+    """sha256 as docs/onnx.md defines it: per state_dict entry, "name dtype shape\\n" then
+    the bytes; the same for the weights read back from another file format."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(exports["xs"].path).metadata_props}
+    state = seeded_model("xs").state_dict()
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        dtype = {torch.float32: "float32", torch.int64: "int64"}[tensor.dtype]
+        digest.update(f"{name} {dtype} {','.join(map(str, tensor.shape))}\n".encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    assert meta["cnp.version"] == package_metadata.version("cnp")
+    assert (meta["cnp.variant"], meta["cnp.weights"]) == ("xs", "seeded:2023")
+    assert meta["cnp.weights_sha256"] == digest.hexdigest()
+    save_file(state, tmp_path / "xs.safetensors")
+    assert weights_sha256(load(tmp_path / "xs.safetensors")) == digest.hexdigest()
+
+
+def test_export_refuses_to_overwrite_without_force(cli, tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"keep me")
+    result = cli("export", "xs", target)
+    assert one_line_error(result) and "--force" in result.err
+    assert target.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("case", ["unknown-source", "not-convnextpose", "no-directory"])
+def test_failed_export_creates_nothing(case, cli, tmp_path):
+    source = {"unknown-source": "xxl", "no-directory": "xs",
+              "not-convnextpose": tmp_path / "other.pth"}[case]
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    target = tmp_path / ("missing/model.onnx" if case == "no-directory" else "model.onnx")
+    before = sorted(tmp_path.rglob("*"))
+    assert one_line_error(cli("export", source, target))
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    from cnp.errors import InputError
+    from cnp.export import write_atomically
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+
+    def refuse(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", refuse)
+    with pytest.raises(InputError, match="No space left"):
+        write_atomically(b"new", target, force=True)
+    assert [(p.name, p.read_bytes()) for p in tmp_path.iterdir()] == [("model.onnx", b"old")]
+
+
+@pytest.mark.parametrize("command", ["export", "check-onnx"])
+def test_without_the_extra_commands_say_so(command, cli, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("onnx") else find_spec(name, *a))
+    args = ("xs", tmp_path / "x.onnx") if command == "export" else (tmp_path / "x.onnx",)
+    result = cli(command, *args)
+    assert one_line_error(result) and "pip install 'cnp[onnx]'" in result.err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cnp_imports_no_onnx_module(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, cnp, cnp.cli, cnp.cli_onnx, cnp.export, cnp.onnx_check, cnp.fast, "
+            "cnp.bench; cnp.cli.make_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('onnx', 'onnxruntime', 'onnxscript')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- unusable input
+
+
+@pytest.mark.parametrize("case", ["text", "truncated", "missing", "directory", "checkpoint",
+                                  "weights-not-convnextpose", "unknown-variant"])
+def test_unusable_input_is_one_line_exit_2(case, exports, cli, tmp_path):
+    onnx_file = exports["xs"].path
+    target, extra = tmp_path / "model.onnx", ()
+    if case == "text":
+        target.write_text("ir_version: 8\n")
+    elif case == "truncated":
+        target.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
+    elif case == "directory":
+        target.mkdir()
+    elif case == "checkpoint":
+        save_weights(seeded_model("xs"), target)
+    elif case == "weights-not-convnextpose":
+        target, extra = onnx_file, ("--weights", tmp_path / "other.pth")
+        torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    elif case == "unknown-variant":
+        target, extra = onnx_file, ("--variant", "xxl")
+    result = cli("check-onnx", target, *extra)
+    assert one_line_error(result), result
+
+
+# ---------------------------------------------------------------- broken exports
+
+
+@pytest.mark.parametrize("weights", ["xs-seed-7", "xs-with-s-weights"])
+def test_other_weights_fail_the_numerics(weights, exports, tmp_path):
+    model = seeded_model("xs", 7) if weights == "xs-seed-7" else seeded_model("s")
+    checks = report(exports["xs"].path, weights=save_weights(model, tmp_path / "w.pth")).checks
+    by_name = {c.check: c for c in checks}
+    assert by_name["numerics"].ok is False
+    assert by_name["upsampling"].ok is True
+
+
+@pytest.mark.parametrize("graph, claimed", [
+    pytest.param("xs", "s", id="xs-graph-as-s"),
+    pytest.param("s", "xs", id="s-graph-as-xs", marks=pytest.mark.slow),
+])
+def test_another_variants_graph_fails_the_variant_check(graph, claimed, exports):
+    check = {c.check: c for c in report(exports[graph].path, variant=claimed).checks}["variant"]
+    spec = VARIANTS[graph].backbone
+    assert check.ok is False
+    assert (check.found["variant"], check.found["depths"], check.found["dims"]) == (
+        graph, list(spec.depths), list(spec.dims))
+
+
+def test_numerics_without_weights_are_not_checked_xs(exports, tmp_path):
+    import onnx
+
+    model = onnx.load(exports["xs"].path)
+    del model.metadata_props[:]
+    onnx.save(model, tmp_path / "xs.onnx")
+    check = {c.check: c for c in report(tmp_path / "xs.onnx").checks}["numerics"]
+    assert (check.ok, check.status) == (None, "not checked") and "--weights" in check.detail
+
+
+@pytest.mark.slow
+def test_align_corners_false_in_one_layer_fails_xs(misaligned):
+    checks = {c.check: c for c in report(misaligned).checks}
+    first = checks["upsampling"].found[0]
+    assert (first["layer"], first["mode"]) == ("head.deconv_layers_1", "linear")
+    assert first["coordinate_transformation_mode"] != "align_corners"
+    assert "in head.deconv_layers_1: coordinate_transformation_mode" in checks["upsampling"].detail
+    assert checks["upsampling"].ok is False and checks["numerics"].ok is False
+
+
+@pytest.mark.slow
+def test_nearest_in_one_layer_fails_xs(misaligned):
+    checks = {c.check: c for c in report(misaligned).checks}
+    second = checks["upsampling"].found[1]
+    assert (second["layer"], second["mode"]) == ("head.deconv_layers_2", "nearest")
+    assert "in head.deconv_layers_2: mode nearest" in checks["upsampling"].detail
+    assert checks["upsampling"].ok is False and checks["numerics"].ok is False
+
+
+@pytest.mark.slow
+def test_heatmaps_only_graph_passes_on_its_heatmaps_xs(tmp_path):
+    path = export_as_seeded_xs(seeded_model("xs"), tmp_path / "xs.onnx", coords=False)
+    checks = {c.check: c for c in report(path).checks}
+    assert checks["structure"].found["has"] == "heatmaps"
+    assert not failed(checks.values())
+    assert {batch: sorted(r) for batch, r in checks["numerics"].found.items()} == {
+        "batch_1": ["heatmaps"], "batch_4": ["heatmaps"]}
+
+
+@pytest.mark.slow
+def test_legacy_exporter_opset_11_graph_passes_xs(tmp_path):
+    model = seeded_model("xs")
+    path = export_legacy(model, tmp_path / "xs.onnx", opset=11)
+    checks = report(path, weights=save_weights(model, tmp_path / "xs.pth")).checks
+    assert [(c.check, c.ok) for c in checks] == [(name, True) for name in CHECKS]
+
+
+# ---------------------------------------------------------------- plugin cases
+
+
+def test_onnx_cases_are_selectable_by_variant(tmp_path):
+    for name in ("ConvNeXtPose_XS.onnx", "model-s.onnx", "m_best.onnx", "exported.onnx",
+                 "xs_notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    ids = sorted(case_id for case_id, _ in onnx_cases(tmp_path))
+    assert ids == ["m-m_best.onnx", "s-model-s.onnx", "unlabeled-exported.onnx",
+                   "xs-ConvNeXtPose_XS.onnx"]
+    assert [i for i in ids if "xs" in i.lower()] == ["xs-ConvNeXtPose_XS.onnx"]
