@@ -31,7 +31,7 @@ _POSITIONAL_KEY = re.compile(r"^(head\.deconv_layers_\d+)\.([012])\.(.*)$")
 _BLOCK_KEY = re.compile(r"^backbone\.stages\.(\d+)\.(\d+)\.")
 # A variant named in a file name: ConvNeXtPose_XS.tar, model-l.pth, s_best.safetensors.
 _LABEL = re.compile(r"(?:^|[^a-z0-9])(xs|s|m|l)(?=$|[^a-z0-9])", re.IGNORECASE)
-_SUFFIXES = (".gz", ".bz2", ".xz", ".zip", ".safetensors", ".tar", ".pth", ".pt", ".bin", ".ckpt")
+_SUFFIXES = (".onnx", ".gz", ".bz2", ".xz", ".zip", ".safetensors", ".tar", ".pth", ".pt", ".bin", ".ckpt")
 
 
 class JointCountError(CheckpointError):
@@ -216,3 +216,13 @@ def variant_label(path: str | os.PathLike) -> str | None:
         name = name.removesuffix(suffix)
     labels = _LABEL.findall(name)
     return labels[-1].lower() if labels else None
+
+
+def case_id(path: str | os.PathLike) -> str:
+    """A test id for a file: `<variant its name claims>-<file name>` (`xs-ConvNeXtPose_XS.tar`),
+    so `pytest -k xs` selects the XS files. "xs" elsewhere in a name would match `-k xs`
+    too, so there it is written x_s."""
+    path = Path(path)
+    label = variant_label(path) or "unlabeled"
+    name = path.name if label == "xs" else re.sub("xs", "x_s", path.name, flags=re.IGNORECASE)
+    return f"{label}-{name}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 
 from cnp import onnx_graph
 from cnp.checkpoints import differences, variant_label
+from cnp.identify import case_id
 from cnp.checks import MEASURED, STORED, Check, plain
 from cnp.errors import InputError
 from cnp.export import (META_VARIANT, META_WEIGHTS, META_WEIGHTS_SHA256, one_thread, require,
@@ -327,13 +327,6 @@ def check_onnx(path: str | os.PathLike, variant: str | None = None,
                weights: str | os.PathLike | None = None) -> list[Check]:
     """The checks of `report`, for the pytest plugin: every one must not fail."""
     return list(report(path, variant, weights).checks)
-
-
-def case_id(path: Path) -> str:
-    """`<variant the name claims>-<file name>`, as the checkpoint cases: `-k xs` selects XS."""
-    label = variant_label(path) or "unlabeled"
-    name = path.name if label == "xs" else re.sub("xs", "x_s", path.name, flags=re.IGNORECASE)
-    return f"{label}-{name}"
 
 
 def onnx_cases(path: str | os.PathLike) -> list[tuple[str, Path]]:

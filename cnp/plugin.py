@@ -10,10 +10,13 @@ one of them is given.
   --cnp-checkpoints DIR every file in DIR holds what its name says (`test_holds_what_its_name_says`)
                         and its tensors are those `pytest --snapshot-update` last accepted
                         (`test_manifest_unchanged`, a syrupy snapshot with sha256 per tensor)
+  --cnp-onnx PATH       the `cnp check-onnx` checks of an .onnx file, or of every .onnx file
+                        in the folder PATH, one test per file and check:
+                        `test_export[xs-pose_xs.onnx-numerics]` (needs the onnx extra)
   ini cnp_snapshot_dir  where those snapshots live, relative to the rootdir (default
                         cnp_snapshots; the files go to its checkpoints/ folder)
 
-The tests are two modules of this package (cnp/plugin_tests/model.py and checkpoints.py),
+The tests are modules of this package (cnp/plugin_tests/model.py, checkpoints.py, onnx.py),
 added to the session's collection when their option is given, so they are ordinary
 pytest tests: fixtures, `-k`, `-m cnp`, `-n` (pytest-xdist) and syrupy all apply.
 """
@@ -26,6 +29,7 @@ import pytest
 
 MODEL_TESTS = Path(__file__).parent / "plugin_tests" / "model.py"
 CHECKPOINT_TESTS = Path(__file__).parent / "plugin_tests" / "checkpoints.py"
+ONNX_TESTS = Path(__file__).parent / "plugin_tests" / "onnx.py"
 SNAPSHOT_DIR_INI = "cnp_snapshot_dir"
 DEFAULT_SNAPSHOT_DIR = "cnp_snapshots"
 FACTORY = pytest.StashKey[object]()  # the callable --cnp-model names, imported once
@@ -42,6 +46,9 @@ def pytest_addoption(parser) -> None:
     group.addoption("--cnp-checkpoints", metavar="DIR", default=None,
                     help="verify every checkpoint file in DIR: its label, and its tensors against "
                          "the snapshot `--snapshot-update` accepted")
+    group.addoption("--cnp-onnx", metavar="PATH", default=None,
+                    help="verify ONNX exports: an .onnx file or a folder of them (structure, variant, "
+                         "upsampling, numerics with ONNX Runtime; needs cnp[onnx])")
     parser.addini(SNAPSHOT_DIR_INI, default=DEFAULT_SNAPSHOT_DIR,
                   help=f"cnp: checkpoint snapshots, relative to the rootdir (default {DEFAULT_SNAPSHOT_DIR})")
 
@@ -74,9 +81,19 @@ def _refuse_rootdir_from_checkpoint_dir(config, directory: str) -> None:
 def pytest_configure(config) -> None:
     target = config.getoption("cnp_model")
     directory = config.getoption("cnp_checkpoints")
-    if not (target or directory):
+    exports = config.getoption("cnp_onnx")
+    if not (target or directory or exports):
         return
-    config.addinivalue_line("markers", "cnp: a test added by cnp's plugin (--cnp-model, --cnp-checkpoints)")
+    config.addinivalue_line("markers", "cnp: a test added by cnp's plugin (--cnp-model, --cnp-checkpoints, --cnp-onnx)")
+    if exports:
+        from cnp.errors import InputError
+        from cnp.onnx_check import onnx_cases, require
+
+        try:
+            require("onnx", "onnxruntime")
+            onnx_cases(exports)
+        except InputError as error:
+            raise pytest.UsageError(f"--cnp-onnx {error}") from None
     if target:
         from cnp.errors import InputError
         from cnp.target import load_factory
@@ -100,7 +117,8 @@ def pytest_make_collect_report(collector):
     report = yield
     if isinstance(collector, pytest.Session) and report.passed:
         asked = [(MODEL_TESTS, "cnp-model", collector.config.getoption("cnp_model")),
-                 (CHECKPOINT_TESTS, "cnp-checkpoints", collector.config.getoption("cnp_checkpoints"))]
+                 (CHECKPOINT_TESTS, "cnp-checkpoints", collector.config.getoption("cnp_checkpoints")),
+                 (ONNX_TESTS, "cnp-onnx", collector.config.getoption("cnp_onnx"))]
         report.result.extend(pytest.Module.from_parent(collector, path=path, name=name, nodeid=name)
                              for path, name, option in asked if option)
     return report

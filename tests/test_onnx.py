@@ -77,9 +77,19 @@ def test_upsampling_findings_name_the_spec_layers_xs(exports):
                                 ("head.deconv_layers_2", "linear", "align_corners", [2.0, 2.0])]
 
 
-def test_plugin_entry_point_checks_xs(exports):
-    checks = check_onnx(exports["xs"].path)
-    assert [c.check for c in checks] == list(CHECKS) and not failed(checks)
+@pytest.mark.slow
+def test_plugin_gates_a_folder_of_exports(exports, misaligned, pytester):
+    """`pytest --cnp-onnx DIR` in a repository that is not cnp's: one test per file and
+    check; the good XS export passes, the misaligned one fails its upsampling check."""
+    folder = pytester.mkdir("exports")
+    (folder / "pose_xs.onnx").write_bytes(exports["xs"].path.read_bytes())
+    (folder / "broken_xs.onnx").write_bytes(misaligned.read_bytes())
+    # A fresh process: onnx's extension aborts a process that imports it twice.
+    result = pytester.runpytest_subprocess("--cnp-onnx=exports", "-p", "no:cacheprovider", "-rA")
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("passed"), outcomes.get("failed")) == (4 + 2, 2), result.stdout.str()
+    result.stdout.fnmatch_lines(["*PASSED*test_export?xs-pose_xs.onnx-numerics*"])
+    result.stdout.fnmatch_lines(["*FAILED*test_export?xs-broken_xs.onnx-upsampling*"])
 
 
 # ---------------------------------------------------------------- writing the file

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from cnp.checkpoints import inspect, manifest, variant_label
+from cnp.checkpoints import inspect, manifest
+from cnp.identify import case_id
 from cnp.cli_checkpoints import report_text
 from cnp.plugin import SNAPSHOT_DIR_INI
 
@@ -51,18 +52,10 @@ def checkpoint_files(directory) -> list[Path]:
     return sorted(p for p in Path(directory).iterdir() if not p.name.startswith("."))
 
 
-def checkpoint_id(path: Path) -> str:
-    """`<variant the name claims>-<file name>`; "xs" in another file's name is spelled x_s
-    so that `-k xs` selects only the files labeled XS."""
-    label = variant_label(path) or "unlabeled"
-    name = path.name if label == "xs" else re.sub("xs", "x_s", path.name, flags=re.IGNORECASE)
-    return f"{label}-{name}"
-
-
 def pytest_generate_tests(metafunc):
     if "checkpoint_file" in metafunc.fixturenames:
         files = checkpoint_files(metafunc.config.getoption("cnp_checkpoints"))
-        metafunc.parametrize("checkpoint_file", [pytest.param(p, id=checkpoint_id(p)) for p in files])
+        metafunc.parametrize("checkpoint_file", [pytest.param(p, id=case_id(p)) for p in files])
 
 
 def test_holds_what_its_name_says(checkpoint_file):
