@@ -70,28 +70,28 @@ _BENCHMARK_REQUESTS = ("benchmark_only", "benchmark_enable", "benchmark_save",
                        "benchmark_histogram")
 
 
-def _untimed_benchmarks_by_default(config):
-    if hasattr(config.option, "benchmark_disable") and not any(
-            config.getoption(name, default=None) for name in _BENCHMARK_REQUESTS):
-        config.option.benchmark_disable = True
+def _timing_requested(config) -> bool:
+    return any(config.getoption(name, default=None) for name in _BENCHMARK_REQUESTS)
+
+
+def _one_thread_unless_timing(config):
+    """Correctness runs use one torch thread; timed benchmarks keep torch's default.
+
+    On a busy 2-core machine OpenMP's spin-waiting makes small CPU convolutions 5-8 times
+    slower on 2 threads than on 1 (measured: test_fast, test_checkpoints and test_benchmarks
+    took 93 s on 2 threads and 20 s on 1 at load average 4.5). Results do not depend on
+    it: the goldens move by < 0.1 of their tolerance between thread counts. OMP_NUM_THREADS
+    carries the choice to the fresh processes some tests start.
+    """
+    if not _timing_requested(config):
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     refuse_parallel_snapshot_update(config)
-    _untimed_benchmarks_by_default(config)
+    if hasattr(config.option, "benchmark_disable") and not _timing_requested(config):
+        config.option.benchmark_disable = True  # see _BENCHMARK_REQUESTS
+    _one_thread_unless_timing(config)
 
-
-@pytest.fixture(scope="module")
-def single_thread():
-    """Run a test module's torch ops on one thread, then restore the thread count.
-
-    On a busy 2-core machine OpenMP's spin-waiting makes small CPU convolutions 5-8 times
-    slower on 2 threads than on 1 (measured: tests/test_golden.py, test_semantics.py and
-    test_closed_form.py take 45 s instead of 6 s). Results do not depend on it: the
-    goldens move by < 0.1 of their tolerance between thread counts.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

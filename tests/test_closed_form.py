@@ -21,7 +21,6 @@ from cnp.specs import VariantSpec
 from spec_page import PAPER_PAGE
 from tests.strategies import variant_specs
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 
 def _head_channels(spec: VariantSpec) -> list[tuple[int, int, int, int]]:

@@ -9,14 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 from cnp import VARIANTS
 from cnp.testing import golden_output, mismatches, seeded_input, seeded_model, worst_ratio
 from cnp.model import Block
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "test_golden"
 

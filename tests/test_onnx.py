@@ -21,13 +21,12 @@ if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxruntime"
     pytest.skip("the 'onnx' extra is not installed", allow_module_level=True)
 
 from cnp.checks import failed  # noqa: E402
-from cnp.onnx_check import CHECKS, check_onnx, onnx_cases, report  # noqa: E402
+from cnp.onnx_check import CHECKS, onnx_cases, report  # noqa: E402
 from cnp.specs import VARIANTS  # noqa: E402
 from cnp.testing import seeded_model  # noqa: E402
 from onnx_exports import (PLACEHOLDER, UMASK, Exports, export_as_seeded_xs,  # noqa: E402
                           export_legacy, misaligned_xs)
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 EVERY_VARIANT = [pytest.param(v, id=v, marks=() if v == "xs" else pytest.mark.slow)
                  for v in VARIANTS]
 

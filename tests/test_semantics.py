@@ -5,7 +5,6 @@ with align_corners=True, soft-argmax as the expectation over a whole softmax vol
 residual block output = input + branch, eval-mode BatchNorm with running statistics.
 """
 
-import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +14,6 @@ from cnp import build, soft_argmax
 from cnp.testing import seed_weights
 from cnp.model import Block
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # see conftest.py
 
 # ------------------------------------------------------------------------- upsampling
 
