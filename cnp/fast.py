@@ -20,6 +20,12 @@
    values and shape as the eager model's in channels-last memory, and soft-argmax reads
    that layout directly instead of copying the volume back to NCHW.
 
+Two engines run that rewritten graph (`fast_model(model, engine=...)`):
+- "onnxruntime" (the default on the CPU when the `onnx` extra is installed): the graph is
+  written as ONNX from the folded weights and run by ONNX Runtime (cnp.fast_ort, which
+  says why: on a shared CPU torch's OpenMP threads stall each other at every operator).
+- "torch" (the default otherwise, and on any other device): FastConvNeXtPose below.
+
 Run it under `torch.inference_mode()`; `fast_forward` does that for you.
 Floating-point results differ from the eager model only by rounding (summation order):
 see tests/test_fast.py for the tolerance and why.
@@ -28,6 +34,7 @@ see tests/test_fast.py for the tolerance and why.
 from __future__ import annotations
 
 import copy
+import importlib.util
 
 import torch
 from torch import nn
@@ -107,6 +114,8 @@ def _upsamples(layer: nn.Module) -> bool:
 class FastConvNeXtPose(nn.Module):
     """The same function as ConvNeXtPose, folded and reordered for inference."""
 
+    engine = "torch"
+
     def __init__(self, model: ConvNeXtPose):
         super().__init__()
         model = copy.deepcopy(model).eval()
@@ -170,12 +179,34 @@ def soft_argmax_channels_last(heatmaps: torch.Tensor, joint_num: int,
     return torch.stack((x, y, z), dim=2)
 
 
-def fast_model(model: ConvNeXtPose) -> FastConvNeXtPose:
-    """A new, faster module computing model's function (eval mode); model is not changed."""
-    return FastConvNeXtPose(model).eval()
+ENGINES = ("onnxruntime", "torch")
 
 
-def fast_forward(model: FastConvNeXtPose, image: torch.Tensor) -> torch.Tensor:
+def default_engine(model: nn.Module) -> str:
+    """ONNX Runtime for a CPU model when the `onnx` extra is installed, torch otherwise."""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    installed = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
+    return "onnxruntime" if on_cpu and installed else "torch"
+
+
+def fast_model(model: ConvNeXtPose, engine: str | None = None):
+    """A new, faster model computing model's function (eval mode); model is not changed.
+
+    Called like the eager model (coordinates) and with `.heatmaps(image)`. `engine`: one
+    of ENGINES, None for `default_engine(model)`.
+    """
+    engine = engine or default_engine(model)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; known engines: {', '.join(ENGINES)}")
+    rewritten = FastConvNeXtPose(model).eval()
+    if engine == "torch":
+        return rewritten
+    from cnp.fast_ort import OrtFastModel
+
+    return OrtFastModel(rewritten)
+
+
+def fast_forward(model, image: torch.Tensor) -> torch.Tensor:
     """Coordinates (N, joint_num, 3) under inference mode (no autograd bookkeeping)."""
     with torch.inference_mode():
         return model(image)
