@@ -8,9 +8,10 @@ comparison by cnp.export.session_options: every graph optimization, intra-op thr
 to torch's, no spin-waiting (a spinning pool keeps the cores busy after its run ends,
 which would slow whichever backend runs next in the interleaved loop).
 
-Every figure is a median over repeated runs after warm-up. The backends alternate
-(round-robin), so a burst of load from another process hits all alike and their ratios
-stay meaningful on a shared machine. Building a backend (exporting, creating a session) is
+Every figure is a median over repeated runs after warm-up. The backends alternate, one
+call each per round and each round in another order (see time_interleaved), so a burst of
+load from another process, or from the backend that ran just before, hits all alike and
+their ratios stay meaningful on a shared machine. Building a backend (exporting, creating a session) is
 timed once, separately: `setup_s`, never part of a per-image figure.
 
 Units (stated because both are common):
@@ -26,6 +27,7 @@ dense kernel. roofline_fraction = GFLOP/s / that.
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import statistics
@@ -70,14 +72,21 @@ def _synchronize(device: torch.device) -> None:
 
 def time_interleaved(calls: dict[str, Callable[[], object]], batch: int, repeats: int,
                      warmup: int = 2, device: str | torch.device = "cpu") -> dict[str, Timing]:
-    """Median-ready timings of each callable, run round-robin `repeats` times after warm-up."""
+    """Median-ready timings of each callable, each called once per round, `repeats` rounds
+    after warm-up."""
     device = torch.device(device)
     for _ in range(warmup):
         for call in calls.values():
             call()
     seconds: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
+    # Round r runs the backends in the r-th of their orders (permutations): each backend
+    # follows each other one equally often over len(calls)! rounds, so a backend slowed by
+    # what ran just before it (torch's OpenMP threads spin-wait for tens of ms after its
+    # last operator, on a core the next backend wanted) slows all alike, not one.
+    orders = list(itertools.permutations(calls))
+    for round_ in range(repeats):
+        for name in orders[round_ % len(orders)]:
+            call = calls[name]
             _synchronize(device)
             start = time.perf_counter()
             call()
@@ -209,7 +218,7 @@ def bench_variant(variant: str, backends=("eager", "fast"), batch: int = 1, repe
                   warmup: int = 2, device: str = "cpu",
                   roofline_gflops_s: float | None = None) -> BenchResult:
     """Throughput of each backend for one variant at 3×H×W input (random weights: speed
-    does not depend on their values), measured round-robin in this process."""
+    does not depend on their values), measured interleaved in this process."""
     spec = get_spec(variant)
     eager = build(spec, device=device)
     built = [make_backend(name, eager) for name in backends]

@@ -48,7 +48,7 @@ def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, bn.bias - bn.running_mean * scale
 
 
-def _conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
     return conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
 
 
@@ -58,7 +58,7 @@ def fold_bn_after_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused = copy.deepcopy(conv)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-        fused.bias = nn.Parameter(_conv_bias(conv) * scale + shift)
+        fused.bias = nn.Parameter(conv_bias(conv) * scale + shift)
     return fused
 
 
@@ -70,7 +70,7 @@ def fold_bn_before_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
     fused = copy.deepcopy(conv)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.reshape(1, -1, 1, 1))
-        fused.bias = nn.Parameter(_conv_bias(conv) + (conv.weight.sum(dim=(2, 3)) @ shift))
+        fused.bias = nn.Parameter(conv_bias(conv) + (conv.weight.sum(dim=(2, 3)) @ shift))
     return fused
 
 

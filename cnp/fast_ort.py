@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnp.export import require, inference_session
-from cnp.fast import FastConvNeXtPose
+from cnp.export import COORDS, HEATMAPS, INPUT, inference_session, require
+from cnp.fast import FastConvNeXtPose, conv_bias
 
-IMAGE, HEATMAPS, COORDS = "image", "heatmaps", "coords"
 OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; every onnxruntime since 1.10 reads it
 
@@ -54,7 +53,7 @@ class _Graph:
 
     def conv(self, name: str, x: str, conv: nn.Conv2d) -> str:
         weight = self.constant(f"{name}.weight", _array(conv.weight))
-        bias = self.constant(f"{name}.bias", _array(conv.bias))
+        bias = self.constant(f"{name}.bias", _array(conv_bias(conv)))
         pad_h, pad_w = conv.padding
         return self.node("Conv", [x, weight, bias], name, kernel_shape=list(conv.kernel_size),
                          strides=list(conv.stride), pads=[pad_h, pad_w, pad_h, pad_w],
@@ -103,7 +102,7 @@ def to_onnx(fast: FastConvNeXtPose):
 
     spec = fast.spec
     graph = _Graph()
-    x = IMAGE
+    x = INPUT
     for i, (downsample, stage) in enumerate(zip(fast.downsample_layers, fast.stages)):
         x = graph.conv(f"downsample{i}", x, downsample)
         for j, block in enumerate(stage):
@@ -129,7 +128,7 @@ def to_onnx(fast: FastConvNeXtPose):
     channels = spec.joint_num * spec.depth_dim
     proto = helper.make_graph(
         graph.nodes, f"cnp-fast-{spec.name}",
-        [helper.make_tensor_value_info(IMAGE, TensorProto.FLOAT, ["batch", 3, *spec.input_size])],
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, *spec.input_size])],
         [helper.make_tensor_value_info(HEATMAPS, TensorProto.FLOAT, ["batch", channels, h, w]),
          helper.make_tensor_value_info(COORDS, TensorProto.FLOAT, ["batch", spec.joint_num, 3])],
         graph.initializers)
@@ -151,7 +150,7 @@ class OrtFastModel:
 
     def _run(self, output: str, image: torch.Tensor) -> torch.Tensor:
         array = image.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run([output], {IMAGE: array})[0])
+        return torch.from_numpy(self.session.run([output], {INPUT: array})[0])
 
     def heatmaps(self, image: torch.Tensor) -> torch.Tensor:
         return self._run(HEATMAPS, image)
