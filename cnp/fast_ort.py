@@ -9,12 +9,13 @@ halves, so one descheduled thread stalls the other at each of the ~100 operators
 Runtime's thread pool hands out work in shards that whichever thread is running takes.
 On this 2-core machine under load that made the same graph 2-10× slower in torch.
 
-Soft-argmax is part of the graph, in a form that reads the volume twice instead of the
-four or five passes of a softmax and three strided reductions: a row-wise Softmax over each
-joint's (D·h·w) volume, then a MatMul of every image line (D·h·w / w rows of w) with the
-(w × 2) matrix [1, x], giving each line's mass and x-weighted mass, then a MatMul of those
-(2·D·h per joint) with the constant matrix of each line's x, y and z weights. Measured in
-the whole graph: XS's soft-argmax 0.3 ms instead of ~1 ms for the one-MatMul form.
+Soft-argmax is part of the graph, in a form with few passes over the volume and no
+reductions over strided axes: a row-wise Softmax over each joint's D·h·w voxels, a MatMul
+of every image line (w voxels) with the (w × 2) matrix [1, x] (each line's mass and
+x-weighted mass), and a MatMul of those 2·D·h numbers per joint with a constant matrix of
+each line's x, y and z weights. In a graph of one 1×1 conv and the soft-argmax at XS's
+sizes it added 0.28 ms, against 0.95 ms for one MatMul with a (D·h·w × 3) matrix of voxel
+indices and 0.74 ms for ReduceSums over the marginals (2026-11-22, shared 2-core VM).
 """
 
 from __future__ import annotations
