@@ -7,7 +7,8 @@ runs it in an ONNX Runtime session. Why ONNX Runtime runs it rather than torch: 
 shared with other processes, torch's OpenMP threads split every operator into fixed
 halves, so one descheduled thread stalls the other at each of the ~100 operators; ONNX
 Runtime's thread pool hands out work in shards that whichever thread is running takes.
-On this 2-core machine under load that made the same graph 2-10× slower in torch.
+On this 2-core machine under load (2026-11-22) the same graph took 4-14× as long in torch,
+1.4-1.9× with OMP_WAIT_POLICY=PASSIVE (docs/performance.md).
 
 Soft-argmax is part of the graph, in a form with few passes over the volume and no
 reductions over strided axes: a row-wise Softmax over each joint's D·h·w voxels, a MatMul
