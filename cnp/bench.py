@@ -1,15 +1,25 @@
-"""Throughput of the eager and the fast model, with the context that makes a figure readable.
+"""Throughput of inference backends, with the context that makes a figure readable.
 
-Every figure is a median over repeated runs after warm-up. Eager and fast runs alternate
-(round-robin), so a burst of load from another process hits both alike and their ratio
-stays meaningful on a shared machine.
+Backends (BACKENDS): `eager` (cnp.build), `fast` (cnp.fast.fast_model with its default
+engine: ONNX Runtime on the CPU when the `onnx` extra is installed, torch otherwise),
+`fast-torch` (the same rewrite run by torch), and `onnxruntime`: the plain export
+(cnp.export.to_onnx, coordinates included) in an ONNX Runtime session configured for a fair
+comparison by cnp.export.session_options: every graph optimization, intra-op threads equal
+to torch's, no spin-waiting (a spinning pool keeps the cores busy after its run ends,
+which would slow whichever backend runs next in the interleaved loop).
+
+Every figure is a median over repeated runs after warm-up. The backends alternate, one
+call each per round and each round in another order (see time_interleaved), so a burst of
+load from another process, or from the backend that ran just before, hits all alike and
+their ratios stay meaningful on a shared machine. Building a backend (exporting, creating a session) is
+timed once, separately: `setup_s`, never part of a per-image figure.
 
 Units (stated because both are common):
   GFLOP/s = 2 × MACs / seconds / 1e9, with MACs = `cnp.summarize(v).macs.total` per image
   (cnp's MAC convention, see cnp.analysis). One multiply-accumulate is two FLOPs.
   The fast path executes fewer MACs than the model nominally has (cnp.fast moves the
   last 1×1 conv in front of the last upsampling), so its GFLOP/s on the model's nominal
-  MACs is an *effective* rate; `fast_executed_gflops_s` counts what it really executes.
+  MACs is an *effective* rate; `executed_gflops_s` counts the conv MACs it really runs.
 Roofline: the median GFLOP/s of an fp32 `torch.mm` of ROOFLINE_SIZE² matrices, measured in
 the same process, same threads, same device: what this machine reaches on the friendliest
 dense kernel. roofline_fraction = GFLOP/s / that.
@@ -17,6 +27,7 @@ dense kernel. roofline_fraction = GFLOP/s / that.
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import statistics
@@ -25,7 +36,6 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from cnp.analysis import summarize
 from cnp.fast import fast_model
@@ -62,14 +72,21 @@ def _synchronize(device: torch.device) -> None:
 
 def time_interleaved(calls: dict[str, Callable[[], object]], batch: int, repeats: int,
                      warmup: int = 2, device: str | torch.device = "cpu") -> dict[str, Timing]:
-    """Median-ready timings of each callable, run round-robin `repeats` times after warm-up."""
+    """Median-ready timings of each callable, each called once per round, `repeats` rounds
+    after warm-up."""
     device = torch.device(device)
     for _ in range(warmup):
         for call in calls.values():
             call()
     seconds: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
+    # Round r runs the backends in the r-th of their orders (permutations): each backend
+    # follows each other one equally often over len(calls)! rounds, so a backend slowed by
+    # what ran just before it (torch's OpenMP threads spin-wait for tens of ms after its
+    # last operator, on a core the next backend wanted) slows all alike, not one.
+    orders = list(itertools.permutations(calls))
+    for round_ in range(repeats):
+        for name in orders[round_ % len(orders)]:
+            call = calls[name]
             _synchronize(device)
             start = time.perf_counter()
             call()
@@ -96,12 +113,91 @@ def matmul_roofline(size: int = ROOFLINE_SIZE, repeats: int = 10,
 
 
 def executed_conv_macs(model: torch.nn.Module, input_size: tuple[int, int]) -> int:
-    """Conv weight MACs one image really costs in `model` (torch's FLOP counter / 2), on meta."""
-    model = model.to("meta")
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        model.heatmaps(torch.empty(1, 3, *input_size, device="meta"))
-    return counter.get_total_flops() // 2
+    """Conv weight MACs one image really costs in `model` (a model on `meta`: nothing is
+    computed): for each convolution it runs, output elements × input channels per group ×
+    kernel taps, as torch's FLOP counter would count (without importing torch._dynamo)."""
+    macs = []
+
+    def count(conv, _inputs, output):
+        taps = conv.kernel_size[0] * conv.kernel_size[1]
+        macs.append(output.numel() * conv.in_channels // conv.groups * taps)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model.heatmaps(torch.empty(1, 3, *input_size, device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(macs)
+
+
+BACKENDS = ("eager", "fast", "fast-torch", "onnxruntime")
+NEEDS = {"onnxruntime": ("onnx", "onnxruntime", "onnxscript")}  # modules of the `onnx` extra
+
+
+def require_backends(names) -> None:
+    """InputError (one line, exit 2) for an unknown backend or one whose extra is missing."""
+    from cnp.errors import InputError
+
+    for name in names:
+        if name not in BACKENDS:
+            raise InputError(f"--backend {name}", f"unknown backend; known backends: "
+                                                   f"{', '.join(BACKENDS)}")
+        if NEEDS.get(name):
+            from cnp.export import require
+
+            require(*NEEDS[name])
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A ready-to-time way of turning images into coordinates."""
+
+    name: str
+    engine: str  # what executes it: "torch" or "onnxruntime"
+    run: Callable[[torch.Tensor], torch.Tensor]
+    setup_s: float  # seconds from the eager model to `run` (export, rewrite, session)
+    executed_macs: int  # conv MACs per image it really executes
+
+
+def _onnxruntime_plain(eager) -> Callable[[torch.Tensor], torch.Tensor]:
+    from cnp.export import COORDS, INPUT, inference_session, to_onnx
+
+    session = inference_session(to_onnx(eager).SerializeToString())
+    return lambda image: torch.from_numpy(session.run([COORDS], {INPUT: image.numpy()})[0])
+
+
+def make_backend(name: str, eager) -> Backend:
+    """Backend `name` for the eager model `eager`; the eager model is not changed."""
+    start = time.perf_counter()
+    if name == "eager":
+        run, engine = eager, "torch"
+    elif name == "onnxruntime":
+        run, engine = _onnxruntime_plain(eager), "onnxruntime"
+    else:
+        run = fast_model(eager, engine="torch" if name == "fast-torch" else None)
+        engine = run.engine
+    setup_s = time.perf_counter() - start
+    if name in ("eager", "onnxruntime"):  # the model's own graph
+        executed = summarize(eager.spec).macs.conv_weights
+    else:
+        rewritten = fast_model(build(eager.spec, device="meta"), engine="torch")
+        executed = executed_conv_macs(rewritten, eager.spec.input_size)
+    return Backend(name, engine, run, setup_s, executed)
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    engine: str
+    ms_img: float
+    img_s: float
+    gflops_s: float  # on the model's nominal MACs (effective rate for the fast path)
+    executed_gflops_s: float  # on the conv MACs this backend really executes
+    roofline_fraction: float  # gflops_s / roofline_gflops_s
+    setup_s: float
+    speedup_over: dict[str, float]  # other backend → its ms/img ÷ this one's, same run
 
 
 @dataclass(frozen=True)
@@ -110,50 +206,41 @@ class BenchResult:
     batch: int
     device: str
     repeats: int
-    eager_ms_img: float
-    fast_ms_img: float
-    eager_img_s: float
-    fast_img_s: float
-    speedup: float  # fast img/s ÷ eager img/s, medians of the same interleaved run
     macs: int  # per image, cnp.summarize(v).macs.total
-    gflops_s: float  # fast path, on the model's nominal MACs (effective rate)
-    eager_gflops_s: float
-    fast_executed_gflops_s: float  # fast path, on the conv MACs it really executes
     roofline_gflops_s: float
-    roofline_fraction: float  # gflops_s / roofline_gflops_s
-    eager_roofline_fraction: float
+    backends: dict[str, BackendResult]  # in the order they were asked for
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def bench_variant(variant: str, batch: int = 1, repeats: int = 10, warmup: int = 2,
-                  device: str = "cpu", roofline_gflops_s: float | None = None) -> BenchResult:
-    """Eager vs fast throughput of one variant at 3×H×W input (random weights: speed does
-    not depend on their values), measured round-robin in this process."""
+def bench_variant(variant: str, backends=("eager", "fast"), batch: int = 1, repeats: int = 10,
+                  warmup: int = 2, device: str = "cpu",
+                  roofline_gflops_s: float | None = None) -> BenchResult:
+    """Throughput of each backend for one variant at 3×H×W input (random weights: speed
+    does not depend on their values), measured interleaved in this process."""
     spec = get_spec(variant)
     eager = build(spec, device=device)
-    fast = fast_model(eager)
+    built = [make_backend(name, eager) for name in backends]
     image = torch.randn(batch, 3, *spec.input_size, device=device)
     if roofline_gflops_s is None:
         roofline_gflops_s = matmul_roofline(device=device)
     with torch.inference_mode():
-        timings = time_interleaved({"eager": lambda: eager(image), "fast": lambda: fast(image)},
+        timings = time_interleaved({b.name: (lambda b=b: b.run(image)) for b in built},
                                    batch=batch, repeats=repeats, warmup=warmup, device=device)
-    e, f = timings["eager"], timings["fast"]
     macs = summarize(spec).macs.total
-    fast_conv_macs = executed_conv_macs(fast_model(build(spec, device="meta")), spec.input_size)
-    fast_rate, eager_rate = gflop_s(macs, f.img_s), gflop_s(macs, e.img_s)
-    return BenchResult(
-        variant=spec.name, batch=batch, device=str(device), repeats=repeats,
-        eager_ms_img=e.ms_img, fast_ms_img=f.ms_img, eager_img_s=e.img_s, fast_img_s=f.img_s,
-        speedup=f.img_s / e.img_s, macs=macs,
-        gflops_s=fast_rate, eager_gflops_s=eager_rate,
-        fast_executed_gflops_s=gflop_s(fast_conv_macs, f.img_s),
-        roofline_gflops_s=roofline_gflops_s,
-        roofline_fraction=fast_rate / roofline_gflops_s,
-        eager_roofline_fraction=eager_rate / roofline_gflops_s,
-    )
+    results = {}
+    for b in built:
+        timing = timings[b.name]
+        rate = gflop_s(macs, timing.img_s)
+        results[b.name] = BackendResult(
+            engine=b.engine, ms_img=timing.ms_img, img_s=timing.img_s, gflops_s=rate,
+            executed_gflops_s=gflop_s(b.executed_macs, timing.img_s),
+            roofline_fraction=rate / roofline_gflops_s, setup_s=b.setup_s,
+            speedup_over={other: timings[other].median_s / timing.median_s
+                          for other in timings if other != b.name})
+    return BenchResult(variant=spec.name, batch=batch, device=str(device), repeats=repeats,
+                       macs=macs, roofline_gflops_s=roofline_gflops_s, backends=results)
 
 
 def _cpu_model() -> str:
@@ -167,6 +254,15 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def machine_info(device: str = "cpu") -> dict:
     """What a reader needs to compare two runs: hardware, threads, versions, load."""
     info = {
@@ -176,7 +272,10 @@ def machine_info(device: str = "cpu") -> dict:
         else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "onnxruntime": _version("onnxruntime"),
         "python": platform.python_version(),
+        # libgomp reads it at start-up: unset, torch's idle threads spin before sleeping.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         # Other processes' load makes timings noisy: recorded so a reader can judge.
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }

@@ -1,4 +1,4 @@
-"""`cnp bench`: throughput of the inference paths, measured interleaved in one process."""
+"""`cnp bench`: throughput of the inference backends, measured interleaved in one process."""
 
 from __future__ import annotations
 
@@ -41,18 +41,25 @@ def _check_plot_target(args) -> None:
 
 
 def _print_bench(results: list[dict], machine: dict) -> None:
-    rows = [["variant", "batch", "eager img/s", "fast img/s", "speed-up", "eager ms/img",
-             "fast ms/img", "GFLOP/s eager", "GFLOP/s fast", "roofline eager", "roofline fast"]]
-    rows += [[r["variant"], str(r["batch"]), f"{r['eager_img_s']:.1f}", f"{r['fast_img_s']:.1f}",
-              f"{r['speedup']:.2f}x", f"{r['eager_ms_img']:.1f}", f"{r['fast_ms_img']:.1f}",
-              f"{r['eager_gflops_s']:.1f}", f"{r['gflops_s']:.1f}",
-              f"{r['eager_roofline_fraction']:.0%}", f"{r['roofline_fraction']:.0%}"]
-             for r in results]
+    names = list(results[0]["backends"])
+    rows = [["variant", "batch", "backend", "engine", "ms/img", "img/s", "GFLOP/s", "roofline",
+             "setup s"] + [f"vs {name}" for name in names]]
+    for r in results:
+        for name, b in r["backends"].items():
+            rows.append([r["variant"], str(r["batch"]), name, b["engine"], f"{b['ms_img']:.1f}",
+                         f"{b['img_s']:.1f}", f"{b['gflops_s']:.1f}",
+                         f"{b['roofline_fraction']:.0%}", f"{b['setup_s']:.2f}"]
+                        + [f"{b['speedup_over'][other]:.2f}x" if other != name else "-"
+                           for other in names])
     print_columns(rows)
     first = results[0]
-    print(f"\nmedians of {first['repeats']} interleaved runs per path; {machine['device']} "
-          f"{machine['cpu']}, {machine['torch_threads']} torch threads, load average "
-          f"{machine['load_average_1min']:.2f} at start"
+    print(f"\nmedians of {first['repeats']} interleaved runs per backend; {machine['device']} "
+          f"{machine['cpu']}, {machine['torch_threads']} torch threads (ONNX Runtime: as many "
+          f"intra-op threads, no spinning), load average {machine['load_average_1min']:.2f} "
+          "at start"
+          "\nvs X: X's ms/img / this backend's ms/img, from the same run (above 1: faster than X)."
+          "\nsetup s: building the backend from the eager model (rewrite, export, session),"
+          " timed once, not in ms/img."
           f"\nGFLOP/s = 2 x cnp MACs per image ({MAC_CONVENTION}) x img/s / 1e9;"
           "\n  the fast path runs fewer MACs than that (last 1x1 conv before the last"
           " upsampling), so its figure is an effective rate."
@@ -60,10 +67,26 @@ def _print_bench(results: list[dict], machine: dict) -> None:
           " and threads; fraction = GFLOP/s / roofline.")
 
 
+def _backends(args) -> tuple[str, ...]:
+    """The --backend list, checked before any timing: unknown, repeated, not installed."""
+    from cnp.bench import require_backends
+
+    names = tuple(name.strip() for name in args.backend.split(","))
+    if len(set(names)) != len(names):
+        raise UsageError(f"--backend {args.backend}: a backend is named twice")
+    require_backends(names)
+    if args.device != "cpu" and any(b in ("onnxruntime",) for b in names):
+        raise UsageError(f"--backend onnxruntime runs on the CPU only, not --device {args.device}")
+    if args.plot is not None and not {"eager", "fast"} <= set(names):
+        raise UsageError("--plot draws eager against fast: --backend must include both")
+    return names
+
+
 def cmd_bench(args) -> int:
     from cnp import bench
 
     specs = [get_spec(name) for name in (args.variants or list(VARIANTS))]
+    backends = _backends(args)
     _check_plot_target(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,11 +96,11 @@ def cmd_bench(args) -> int:
     roofline = bench.matmul_roofline(repeats=max(args.repeats, 3), device=args.device)
     results = []
     for step, spec in enumerate(specs, start=2):
-        _progress(step, total, f"{spec.name} batch {args.batch}: eager vs fast, "
+        _progress(step, total, f"{spec.name} batch {args.batch}: {', '.join(backends)}, "
                                f"{args.repeats} runs each")
-        results.append(bench.bench_variant(spec.name, batch=args.batch, repeats=args.repeats,
-                                     warmup=args.warmup, device=args.device,
-                                     roofline_gflops_s=roofline).to_dict())
+        results.append(bench.bench_variant(
+            spec.name, backends=backends, batch=args.batch, repeats=args.repeats,
+            warmup=args.warmup, device=args.device, roofline_gflops_s=roofline).to_dict())
     if args.json:
         print(json.dumps({"results": results, "machine": machine}, indent=2))
     else:
@@ -91,9 +114,13 @@ def cmd_bench(args) -> int:
 
 
 def register(commands) -> None:
-    bench = commands.add_parser("bench", help="eager vs fast throughput, GFLOP/s, roofline")
+    bench = commands.add_parser("bench", help="throughput of eager, fast, ONNX Runtime side by "
+                                              "side; GFLOP/s, roofline")
     bench.add_argument("variants", nargs="*", metavar="VARIANT",
                        help=f"any of {', '.join(VARIANTS)} (default: all)")
+    bench.add_argument("--backend", default="eager,fast", metavar="NAME[,NAME...]",
+                       help="backends to time, interleaved: eager, fast, fast-torch, "
+                            "onnxruntime (default: eager,fast)")
     bench.add_argument("--batch", type=positive_int, default=1, help="images per forward (1)")
     bench.add_argument("--repeats", type=positive_int, default=10,
                        help="timed runs per path; the median is reported (10)")

@@ -1,6 +1,6 @@
 """A fast inference path that computes the same function as the eager model.
 
-`fast_model(model)` returns a new module (the eager model is left untouched) with:
+`fast_model(model)` returns a new model (the eager model is left untouched) with:
 
 1. BatchNorm folded into the adjacent convolution wherever the fold is exact:
    - conv → BN (stem, every block's depthwise conv, every head layer's depthwise conv):
@@ -13,12 +13,18 @@
 2. The head's last 1×1 conv moved in front of the last ×2 bilinear upsampling (M, L).
    Bilinear interpolation is linear, per channel, and its weights sum to 1, so it commutes
    with a 1×1 conv including its bias: upsample(conv(x)) = conv(upsample(x)) exactly in
-   real arithmetic. The conv then runs on a quarter of the pixels: for L that removes
-   2.4 of its 4.3 GMACs.
+   real arithmetic. The conv then runs on a quarter of the pixels: L's 2.4 GMACs there
+   become 0.6 (1.8 of its 4.3 GMACs fewer), M's 1.2 become 0.3.
 3. Channels-last memory format (mkldnn's fast layout for 1×1 and depthwise convs) for
    the convolutions and the upsampling, kept to the end: `heatmaps()` returns the same
    values and shape as the eager model's in channels-last memory, and soft-argmax reads
    that layout directly instead of copying the volume back to NCHW.
+
+Two engines run that rewritten graph (`fast_model(model, engine=...)`):
+- "onnxruntime" (the default on the CPU when the `onnx` extra is installed): the graph is
+  written as ONNX from the folded weights and run by ONNX Runtime (cnp.fast_ort, which
+  says why: on a shared CPU torch's OpenMP threads stall each other at every operator).
+- "torch" (the default otherwise, and on any other device): FastConvNeXtPose below.
 
 Run it under `torch.inference_mode()`; `fast_forward` does that for you.
 Floating-point results differ from the eager model only by rounding (summation order):
@@ -28,6 +34,7 @@ see tests/test_fast.py for the tolerance and why.
 from __future__ import annotations
 
 import copy
+import importlib.util
 
 import torch
 from torch import nn
@@ -41,7 +48,7 @@ def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, bn.bias - bn.running_mean * scale
 
 
-def _conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
     return conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
 
 
@@ -51,7 +58,7 @@ def fold_bn_after_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused = copy.deepcopy(conv)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-        fused.bias = nn.Parameter(_conv_bias(conv) * scale + shift)
+        fused.bias = nn.Parameter(conv_bias(conv) * scale + shift)
     return fused
 
 
@@ -63,7 +70,7 @@ def fold_bn_before_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
     fused = copy.deepcopy(conv)
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.reshape(1, -1, 1, 1))
-        fused.bias = nn.Parameter(_conv_bias(conv) + (conv.weight.sum(dim=(2, 3)) @ shift))
+        fused.bias = nn.Parameter(conv_bias(conv) + (conv.weight.sum(dim=(2, 3)) @ shift))
     return fused
 
 
@@ -106,6 +113,8 @@ def _upsamples(layer: nn.Module) -> bool:
 
 class FastConvNeXtPose(nn.Module):
     """The same function as ConvNeXtPose, folded and reordered for inference."""
+
+    engine = "torch"
 
     def __init__(self, model: ConvNeXtPose):
         super().__init__()
@@ -170,12 +179,34 @@ def soft_argmax_channels_last(heatmaps: torch.Tensor, joint_num: int,
     return torch.stack((x, y, z), dim=2)
 
 
-def fast_model(model: ConvNeXtPose) -> FastConvNeXtPose:
-    """A new, faster module computing model's function (eval mode); model is not changed."""
-    return FastConvNeXtPose(model).eval()
+ENGINES = ("onnxruntime", "torch")
 
 
-def fast_forward(model: FastConvNeXtPose, image: torch.Tensor) -> torch.Tensor:
+def default_engine(model: nn.Module) -> str:
+    """ONNX Runtime for a CPU model when the `onnx` extra is installed, torch otherwise."""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    installed = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
+    return "onnxruntime" if on_cpu and installed else "torch"
+
+
+def fast_model(model: ConvNeXtPose, engine: str | None = None):
+    """A new, faster model computing model's function (eval mode); model is not changed.
+
+    Called like the eager model (coordinates) and with `.heatmaps(image)`. `engine`: one
+    of ENGINES, None for `default_engine(model)`.
+    """
+    engine = engine or default_engine(model)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; known engines: {', '.join(ENGINES)}")
+    rewritten = FastConvNeXtPose(model).eval()
+    if engine == "torch":
+        return rewritten
+    from cnp.fast_ort import OrtFastModel
+
+    return OrtFastModel(rewritten)
+
+
+def fast_forward(model, image: torch.Tensor) -> torch.Tensor:
     """Coordinates (N, joint_num, 3) under inference mode (no autograd bookkeeping)."""
     with torch.inference_mode():
         return model(image)

@@ -35,12 +35,13 @@ def plot_mpjpe_vs_throughput(results: list[dict], machine: dict, path: Path) -> 
     for row in results:
         mpjpe = PAPER[row["variant"]].mpjpe
         label = row["variant"].upper()
-        axes.plot([row["eager_img_s"], row["fast_img_s"]], [mpjpe, mpjpe], color="0.7", zorder=1)
-        axes.scatter(row["eager_img_s"], mpjpe, facecolors="none", edgecolors="tab:blue",
+        eager, fast = row["backends"]["eager"]["img_s"], row["backends"]["fast"]["img_s"]
+        axes.plot([eager, fast], [mpjpe, mpjpe], color="0.7", zorder=1)
+        axes.scatter(eager, mpjpe, facecolors="none", edgecolors="tab:blue",
                      s=60, zorder=2, label="eager" if row is results[0] else None)
-        axes.scatter(row["fast_img_s"], mpjpe, color="tab:orange", s=60, zorder=3,
+        axes.scatter(fast, mpjpe, color="tab:orange", s=60, zorder=3,
                      label="fast (cnp.fast)" if row is results[0] else None)
-        axes.annotate(label, (row["fast_img_s"], mpjpe), textcoords="offset points",
+        axes.annotate(label, (fast, mpjpe), textcoords="offset points",
                       xytext=(8, 4), fontsize=11, weight="bold")
     batch = results[0]["batch"]
     axes.set_xlabel(f"measured throughput, images/s (batch {batch}, 3x256x256)")

@@ -1,28 +1,35 @@
 """Throughput per variant × batch × path at 3×256×256, with pytest-benchmark.
 
-Paths: `eager` (cnp.build), `fast` (cnp.fast.fast_model) and `reference`, a plain module
-written here with the official implementation's forward structure around the same layer
-objects: timing it next to `eager` shows cnp's module tree adds no overhead.
+Paths: the backends of `cnp bench` (cnp.bench.BACKENDS, built by cnp.bench.make_backend):
+`eager`, `fast` (cnp.fast.fast_model, its default engine), `fast-torch` (the same rewrite
+run by torch) and, when the `onnx` extra is installed, `onnxruntime` (the plain export);
+and `reference`, a plain module written here with the official implementation's forward
+structure around the same layer objects: timing it next to `eager` shows cnp's module tree
+adds no overhead.
 
 Default run (`python -m pytest`): each body runs once, as a correctness check (see
 conftest.py). Timed run: `pytest -k bench --benchmark-only` (add `-k "xs and bench"` for
 one variant). Untimed, batch 8 runs for xs only: S, M and L run the same code as at
 batch 1 on 8× the data, which would add ~3 s to the default suite; timed, all run.
+`onnxruntime` runs only when timed: its export costs 5-20 s per variant here, and the
+export's numerics are checked by tests/test_onnx.py.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 import torch
 from torch import nn
 
 from cnp import VARIANTS, build, get_spec, soft_argmax, summarize
-from cnp.bench import gflop_s, matmul_roofline
-from cnp.fast import fast_model
+from cnp.bench import NEEDS, gflop_s, make_backend, matmul_roofline
 from spec_page import SPEC_PAGE
 
 BATCHES = (1, 8)
-PATHS = ("eager", "fast", "reference")
+ONNX_EXTRA = all(importlib.util.find_spec(name) for name in NEEDS["onnxruntime"])
+PATHS = ("eager", "fast", "fast-torch", "reference") + (("onnxruntime",) if ONNX_EXTRA else ())
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -68,16 +75,16 @@ class ReferenceModel(nn.Module):
         return soft_argmax(heatmaps, self.spec.joint_num, self.spec.depth_dim)
 
 
-_MODELS: dict[tuple[str, str, str], nn.Module] = {}
+_MODELS: dict[tuple[str, str, str], object] = {}
 
 
-def model_for(variant: str, path: str, device: str) -> nn.Module:
-    """Built once per session: building is not what is measured."""
+def model_for(variant: str, path: str, device: str):
+    """image → coordinates, built once per session: building is not what is measured."""
     key = (variant, path, device)
     if key not in _MODELS:
         eager = build(variant, device=device)
-        _MODELS[key] = {"eager": lambda: eager, "fast": lambda: fast_model(eager),
-                        "reference": lambda: ReferenceModel(eager)}[path]()
+        _MODELS[key] = (ReferenceModel(eager) if path == "reference"
+                        else make_backend(path, eager).run)
     return _MODELS[key]
 
 
@@ -92,15 +99,41 @@ def _cases():
         for variant in VARIANTS:
             for batch in BATCHES:
                 for path in PATHS:
+                    if path == "onnxruntime" and device != "cpu":
+                        continue  # cnp's ONNX Runtime sessions run on the CPU
                     suffix = "" if device == "cpu" else f"-{device}"
                     yield pytest.param(variant, batch, path, device,
                                        id=f"{variant}-batch{batch}-{path}{suffix}")
 
 
+def _threads_during_test(count: int):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def untimed_on_one_thread(benchmark):
+    """Untimed bodies (the default run) on one torch thread: what they check does not depend
+    on it, and on a loaded 2-core machine two OpenMP threads make each forward several times
+    slower (see conftest.single_thread). Timed runs keep torch's thread count."""
+    yield from _threads_during_test(1 if benchmark.disabled else torch.get_num_threads())
+
+
+@pytest.fixture
+def one_thread():
+    yield from _threads_during_test(1)
+
+
 @pytest.mark.parametrize("variant, batch, path, device", list(_cases()))
-def test_throughput(benchmark, roofline_gflops_s, variant, batch, path, device):
+def test_throughput(benchmark, untimed_on_one_thread, roofline_gflops_s, variant, batch, path,
+                    device):
     if batch > 1 and benchmark.disabled and variant != "xs":
         pytest.skip("batch > 1 runs untimed for xs only (same code; keeps the default run fast)")
+    if path == "onnxruntime" and benchmark.disabled:
+        pytest.skip("onnxruntime runs when timed only (its export costs 5-20 s; the export's "
+                    "numerics are tests/test_onnx.py's)")
     spec = get_spec(variant)
     model = model_for(variant, path, device)
     image = torch.randn(batch, 3, *spec.input_size, device=device)
@@ -137,7 +170,7 @@ def test_throughput(benchmark, roofline_gflops_s, variant, batch, path, device):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_reference_structure_computes_the_eager_function(variant):
+def test_reference_structure_computes_the_eager_function(variant, one_thread):
     """Same layers, same operations, same order: the outputs are bit-identical, so the
     reference timing compares structure overhead only."""
     eager = build(variant)

@@ -1,32 +1,75 @@
-"""`cnp bench`: eager vs fast throughput table, JSON, plot, and its usage errors."""
+"""`cnp bench`: backends side by side (table, JSON), plot, and its usage errors."""
 
+import importlib.util
 import json
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from cnp import bench
-from cnp.bench import BenchResult
 from cnp.specs import VARIANTS
 from spec_page import PAPER_PAGE
 
 QUICK = ["--repeats", "1", "--warmup", "0"]  # correctness of the report, not a timing
+ONNX_EXTRA = all(importlib.util.find_spec(name) for name in bench.NEEDS["onnxruntime"])
+# Every backend this environment has: the one bench run below covers them all.
+BACKENDS = ("eager", "fast", "fast-torch") + (("onnxruntime",) if ONNX_EXTRA else ())
+ENGINES = {"eager": "torch", "fast": "onnxruntime" if ONNX_EXTRA else "torch",
+           "fast-torch": "torch", "onnxruntime": "onnxruntime"}
+
+
+def quick_export(model, **_):
+    """A stand-in for cnp.export.to_onnx: an ONNX graph of the same function (cnp.fast_ort's,
+    milliseconds) instead of torch's exporter (5-20 s here). The export itself is
+    tests/test_onnx.py's; here it is the bench's plumbing (session, inputs, outputs)."""
+    from cnp.fast import FastConvNeXtPose
+    from cnp.fast_ort import to_onnx
+
+    return to_onnx(FastConvNeXtPose(model))
 
 
 @pytest.fixture(scope="module")
-def xs_report(cli):
-    """One quick `cnp bench xs --json` run shared by the tests that read its output."""
-    result = cli("bench", "xs", "--json", *QUICK)
+def xs_report(cli, single_thread):
+    """One quick `cnp bench xs --backend ... --json` run shared by the tests that read it
+    (one thread: what is checked does not depend on it, and see conftest.single_thread)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if ONNX_EXTRA:
+            import cnp.export
+
+            patch.setattr(cnp.export, "to_onnx", quick_export)
+        result = cli("bench", "xs", "--backend", ",".join(BACKENDS), "--json", *QUICK)
     return result.code, json.loads(result.out), result.err
 
 
-def test_bench_json_reports_eager_and_fast_throughput_for_xs(xs_report):
+def test_bench_json_reports_every_backend_for_xs(xs_report):
     code, report, _ = xs_report
     assert code == 0
     (row,) = report["results"]
     assert row["variant"] == "xs" and row["batch"] == 1
-    for key in ("eager_img_s", "fast_img_s", "gflops_s", "roofline_fraction"):
-        assert row[key] > 0, key
+    assert list(row["backends"]) == list(BACKENDS)
+    for name, result in row["backends"].items():
+        assert result["engine"] == ENGINES[name], name
+        for key in ("ms_img", "img_s", "gflops_s", "roofline_fraction"):
+            assert result[key] > 0, (name, key)
+        assert result["ms_img"] == pytest.approx(1e3 / result["img_s"])
+
+
+def test_bench_ratios_are_the_backends_times_in_the_same_run(xs_report):
+    backends = xs_report[1]["results"][0]["backends"]
+    for name, result in backends.items():
+        assert set(result["speedup_over"]) == set(backends) - {name}
+        for other, ratio in result["speedup_over"].items():
+            assert ratio == pytest.approx(backends[other]["ms_img"] / result["ms_img"])
+
+
+def test_bench_rates_rest_on_the_measured_times(xs_report):
+    (row,) = xs_report[1]["results"]
+    for result in row["backends"].values():
+        # GFLOP/s is 2 FLOPs per MAC of the analysis' count, over the measured time.
+        assert result["gflops_s"] == pytest.approx(2 * row["macs"] * result["img_s"] / 1e9)
+        assert result["roofline_fraction"] == pytest.approx(
+            result["gflops_s"] / row["roofline_gflops_s"])
 
 
 def test_bench_counts_the_papers_macs(xs_report):
@@ -49,20 +92,49 @@ def test_bench_reports_progress_on_stderr(xs_report):
 def replay_xs(xs_report, monkeypatch):
     """Re-serve the fixture's measurement: the tests below check presentation, not timing."""
     (row,) = xs_report[1]["results"]
-    measured = BenchResult(**row)
     monkeypatch.setattr(bench, "matmul_roofline", lambda **_: row["roofline_gflops_s"])
-    monkeypatch.setattr(bench, "bench_variant", lambda *_, **__: measured)
+    monkeypatch.setattr(bench, "bench_variant",
+                        lambda *_, **__: SimpleNamespace(to_dict=lambda: row))
     return row
 
 
-def test_bench_table_shows_speedup_gflops_and_roofline(replay_xs, cli):
-    result = cli("bench", "xs")
+def test_bench_table_shows_one_line_per_backend_with_its_ratios(replay_xs, cli):
+    result = cli("bench", "xs", "--backend", ",".join(BACKENDS))
     assert result.code == 0
-    header, line = result.out.splitlines()[:2]
-    for column in ("eager img/s", "fast img/s", "speed-up", "GFLOP/s fast", "roofline fast"):
-        assert column in header
-    assert line.split()[:5] == ["xs", "1", f"{replay_xs['eager_img_s']:.1f}",
-                                f"{replay_xs['fast_img_s']:.1f}", f"{replay_xs['speedup']:.2f}x"]
+    header, *lines = result.out.splitlines()[:1 + len(BACKENDS)]
+    assert header.split() == ["variant", "batch", "backend", "engine", "ms/img", "img/s",
+                              "GFLOP/s", "roofline", "setup", "s"] + [
+        word for name in BACKENDS for word in ("vs", name)]
+    for name, line in zip(BACKENDS, lines):
+        measured = replay_xs["backends"][name]
+        ratios = [f"{measured['speedup_over'][other]:.2f}x" if other != name else "-"
+                  for other in BACKENDS]
+        assert line.split() == ["xs", "1", name, ENGINES[name], f"{measured['ms_img']:.1f}",
+                                f"{measured['img_s']:.1f}", f"{measured['gflops_s']:.1f}",
+                                f"{measured['roofline_fraction']:.0%}",
+                                f"{measured['setup_s']:.2f}"] + ratios
+
+
+def test_bench_unknown_backend_is_one_line_exit_2(cli):
+    result = cli("bench", "xs", "--backend", "eager,tvm")
+    assert (result.code, result.out) == (2, "")
+    assert result.err.splitlines() == [
+        "cnp: error: --backend tvm: unknown backend; known backends: eager, fast, fast-torch, "
+        "onnxruntime"]
+
+
+def test_bench_backend_not_installed_is_one_line_exit_2(cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    result = cli("bench", "xs", "--backend", "eager,onnxruntime")
+    assert (result.code, result.out) == (2, "")
+    assert result.err.splitlines() == [
+        "cnp: error: onnxruntime: not installed; ONNX support needs the 'onnx' extra: "
+        "pip install 'cnp[onnx]'"]
+
+
+def test_bench_backend_named_twice_is_one_line_exit_2(cli):
+    result = cli("bench", "xs", "--backend", "fast,eager,fast")
+    assert result.code == 2 and result.err.count("\n") == 1
 
 
 def test_bench_unknown_variant_is_one_line_exit_2(cli):

@@ -13,19 +13,35 @@ test_tolerance_catches_an_inexact_fold). Coordinates are in heatmap units (0..63
 a softmax over up to 64³ voxels, summed in a different order by the channels-last
 soft-argmax: float32 summation order alone moves them by up to ~1e-4 (measured 1.2e-4 on
 L), so they must agree within COORDS_ATOL = 1e-3 heatmap units, a thousandth of a voxel.
+
+Both engines that run the rewritten graph are checked against eager: torch
+(FastConvNeXtPose) and ONNX Runtime (cnp.fast_ort, the default where the `onnx` extra is
+installed; its cases skip, saying so, where it is not). Torch runs single-threaded here:
+results do not depend on the thread count, and on a loaded 2-core machine two OpenMP
+threads make these forwards several times slower (see conftest.single_thread).
 """
+
+import importlib.util
 
 import pytest
 import torch
 from torch import nn
 
 from cnp import VARIANTS, build, get_spec, soft_argmax
-from cnp.fast import (fast_forward, fast_model, fold_bn_after_conv, fold_bn_before_conv,
-                      soft_argmax_channels_last)
+from cnp.fast import (ENGINES, default_engine, fast_forward, fast_model, fold_bn_after_conv,
+                      fold_bn_before_conv, soft_argmax_channels_last)
 from spec_page import SPEC_PAGE
 
 HEATMAP_TOL = 1e-5
 COORDS_ATOL = 1e-3
+ONNX_EXTRA = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def require_engine(engine: str) -> None:
+    if engine == "onnxruntime" and not ONNX_EXTRA:
+        pytest.skip("the onnxruntime engine needs the 'onnx' extra: pip install 'cnp[onnx]'")
 
 
 def randomize_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -46,18 +62,51 @@ def assert_heatmaps_close(found: torch.Tensor, expected: torch.Tensor) -> None:
     assert worst <= HEATMAP_TOL * scale, f"max difference {worst:.3g} vs scale {scale:.3g}"
 
 
+class EagerRuns(dict):
+    """variant → (eager model with random BatchNorms, image, heatmaps, coordinates),
+    computed on first use and shared by both engines' cases."""
+
+    def __missing__(self, variant):
+        spec = get_spec(variant)
+        eager = randomize_batchnorms(build(spec))
+        image = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(1))
+        with torch.inference_mode():
+            heatmaps = eager.heatmaps(image)
+            coords = soft_argmax(heatmaps, spec.joint_num, spec.depth_dim)
+        self[variant] = (eager, image, heatmaps, coords)
+        return self[variant]
+
+
+@pytest.fixture(scope="module")
+def eager_runs():
+    return EagerRuns()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_fast_model_computes_the_eager_function(variant):
-    spec = get_spec(variant)
-    eager = randomize_batchnorms(build(spec))
-    image = torch.randn(1, 3, *spec.input_size, generator=torch.Generator().manual_seed(1))
-    fast = fast_model(eager)
+def test_fast_model_computes_the_eager_function(eager_runs, variant, engine):
+    require_engine(engine)
+    eager, image, expected, coords_expected = eager_runs[variant]
+    fast = fast_model(eager, engine=engine)
+    assert fast.engine == engine
     with torch.inference_mode():
-        expected, found = eager.heatmaps(image), fast.heatmaps(image)
-        coords_expected, coords_found = eager(image), fast(image)
+        found, coords_found = fast.heatmaps(image), fast(image)
     assert found.shape == expected.shape
     assert_heatmaps_close(found, expected)
     torch.testing.assert_close(coords_found, coords_expected, rtol=0, atol=COORDS_ATOL)
+
+
+def test_onnxruntime_is_the_default_engine_on_the_cpu_when_installed():
+    assert default_engine(build("xs")) == ("onnxruntime" if ONNX_EXTRA else "torch")
+
+
+def test_a_model_off_the_cpu_gets_the_torch_engine():
+    assert default_engine(build("xs", device="meta")) == "torch"
+
+
+def test_an_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match="unknown engine 'tvm'; known engines: onnxruntime, torch"):
+        fast_model(build("xs", device="meta"), engine="tvm")
 
 
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format],
@@ -69,10 +118,12 @@ def test_channels_last_soft_argmax_is_the_reference(layout):
     torch.testing.assert_close(found, soft_argmax(heatmaps, joints, depth), rtol=0, atol=1e-5)
 
 
-def test_fast_forward_gives_the_eager_coordinates_without_autograd():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fast_forward_gives_the_eager_coordinates_without_autograd(engine):
+    require_engine(engine)
     eager = randomize_batchnorms(build("xs"))
     image = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
-    found = fast_forward(fast_model(eager), image)
+    found = fast_forward(fast_model(eager, engine=engine), image)
     with torch.inference_mode():
         expected = eager(image)
     assert found.shape == (2, SPEC_PAGE["xs"]["joints"], 3) and not found.requires_grad
