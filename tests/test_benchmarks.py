@@ -106,29 +106,8 @@ def _cases():
                                        id=f"{variant}-batch{batch}-{path}{suffix}")
 
 
-def _threads_during_test(count: int):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(count)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def untimed_on_one_thread(benchmark):
-    """Untimed bodies (the default run) on one torch thread: what they check does not depend
-    on it, and on a loaded 2-core machine two OpenMP threads make each forward several times
-    slower (see conftest.single_thread). Timed runs keep torch's thread count."""
-    yield from _threads_during_test(1 if benchmark.disabled else torch.get_num_threads())
-
-
-@pytest.fixture
-def one_thread():
-    yield from _threads_during_test(1)
-
-
 @pytest.mark.parametrize("variant, batch, path, device", list(_cases()))
-def test_throughput(benchmark, untimed_on_one_thread, roofline_gflops_s, variant, batch, path,
-                    device):
+def test_throughput(benchmark, roofline_gflops_s, variant, batch, path, device):
     if batch > 1 and benchmark.disabled and variant != "xs":
         pytest.skip("batch > 1 runs untimed for xs only (same code; keeps the default run fast)")
     if path == "onnxruntime" and benchmark.disabled:
@@ -170,7 +149,7 @@ def test_throughput(benchmark, untimed_on_one_thread, roofline_gflops_s, variant
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_reference_structure_computes_the_eager_function(variant, one_thread):
+def test_reference_structure_computes_the_eager_function(variant):
     """Same layers, same operations, same order: the outputs are bit-identical, so the
     reference timing compares structure overhead only."""
     eager = build(variant)

@@ -30,9 +30,9 @@ def quick_export(model, **_):
 
 
 @pytest.fixture(scope="module")
-def xs_report(cli, single_thread):
+def xs_report(cli):
     """One quick `cnp bench xs --backend ... --json` run shared by the tests that read it
-    (one thread: what is checked does not depend on it, and see conftest.single_thread)."""
+    (on one thread, as every correctness run: see conftest._one_thread_unless_timing)."""
     with pytest.MonkeyPatch.context() as patch:
         if ONNX_EXTRA:
             import cnp.export

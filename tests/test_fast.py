@@ -16,9 +16,7 @@ L), so they must agree within COORDS_ATOL = 1e-3 heatmap units, a thousandth of 
 
 Both engines that run the rewritten graph are checked against eager: torch
 (FastConvNeXtPose) and ONNX Runtime (cnp.fast_ort, the default where the `onnx` extra is
-installed; its cases skip, saying so, where it is not). Torch runs single-threaded here:
-results do not depend on the thread count, and on a loaded 2-core machine two OpenMP
-threads make these forwards several times slower (see conftest.single_thread).
+installed; its cases skip, saying so, where it is not).
 """
 
 import importlib.util
@@ -35,9 +33,6 @@ from spec_page import SPEC_PAGE
 HEATMAP_TOL = 1e-5
 COORDS_ATOL = 1e-3
 ONNX_EXTRA = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
-
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def require_engine(engine: str) -> None:
     if engine == "onnxruntime" and not ONNX_EXTRA:
