@@ -17,10 +17,10 @@ def test_build_and_summarize_speed(variant, benchmark):
 def test_all_four_variants_summarize_in_under_a_second():
     summarize("xs")  # PyTorch's first meta-tensor call costs about a second, once
     runs = []
-    for _ in range(3):
+    for _ in range(5):
         start = time.perf_counter()
         for name in VARIANTS:
             summarize(build(name, device="meta"))
         runs.append(time.perf_counter() - start)
-    # The fastest of three runs: the others measure the neighbours on a shared machine.
+    # The fastest of five runs: the others measure the neighbours on a shared machine.
     assert min(runs) < 1.0, runs
