@@ -21,7 +21,6 @@ order and shape, the rename map says how, and the other checks read the tensors 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from cnp.model import build, soft_argmax
 from cnp.run_model import Run, run_model
 from cnp.specs import VariantSpec, get_spec, paper_figures
 from cnp.target import build_variant, load_factory
-from cnp.testing import ATOL, RTOL, seeded_input, seeded_model
+from cnp.testing import ATOL, RTOL, one_thread, seeded_input, seeded_model
 
 CHECKS = ("keys", "counts", "stages", "head", "upsampling", "output", "numerics")
 NOT_PROVIDED = "not provided"
@@ -319,18 +318,6 @@ def reference(spec: VariantSpec) -> Reference:
     return Reference(model.state_dict(), image, heatmaps, coords)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    # Measured on a busy 2-core machine: OpenMP's spin-waiting makes seeding and small CPU
-    # convolutions 5-20 times slower on 2 threads than on 1. Results do not depend on it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _load(model: nn.Module, state: dict, names: dict[str, str]) -> str | None:
     """Load cnp's weights through `names` (user key → official name); the problem, or None."""
     try:
@@ -344,7 +331,7 @@ def _load(model: nn.Module, state: dict, names: dict[str, str]) -> str | None:
 def verify(model: nn.Module, variant: str) -> Verdict:
     """Every check of `model` against `variant`. The model's weights are overwritten."""
     spec = get_spec(variant)
-    with _one_thread():
+    with one_thread():
         official_model = build(spec, device="meta")
         official = _shapes(official_model.state_dict())
         user = _shapes(model.state_dict())
@@ -370,7 +357,7 @@ def verify_target(target: str, variants) -> list[Verdict]:
     verdicts = []
     for variant in variants:
         name = get_spec(variant).name
-        with _one_thread():  # the user's initialization too
+        with one_thread():  # the user's initialization too
             model = build_variant(factory, target, name)
         verdicts.append(not_provided(name) if model is None else verify(model, name))
     return verdicts

@@ -71,23 +71,9 @@ def weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def one_thread():
-    """torch on one thread inside: for cnp's reference computations (seeding weights, the
-    eager model at batch 1 and 4), where on a busy 2-core machine a second OpenMP thread
-    mostly spin-waits (measured: seeding L 0.7 s on one thread, 10 s on two; the eager L
-    reference for the numerics 0.5 s and 5.9 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def seeded(variant: str, seed: int) -> ConvNeXtPose:
     """cnp.testing.seeded_model, on one thread (see one_thread)."""
-    from cnp.testing import seeded_model
+    from cnp.testing import one_thread, seeded_model
 
     with one_thread():
         return seeded_model(variant, seed)

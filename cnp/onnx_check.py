@@ -30,11 +30,11 @@ from cnp.checkpoints import differences, variant_label
 from cnp.identify import case_id
 from cnp.checks import MEASURED, STORED, Check, plain
 from cnp.errors import InputError
-from cnp.export import (META_VARIANT, META_WEIGHTS, META_WEIGHTS_SHA256, one_thread, require,
+from cnp.export import (META_VARIANT, META_WEIGHTS, META_WEIGHTS_SHA256, require,
                         seeded, weights_sha256)
 from cnp.model import ConvNeXtPose, soft_argmax
 from cnp.specs import VARIANTS, VariantSpec, get_spec
-from cnp.testing import ATOL, RTOL, seeded_input
+from cnp.testing import ATOL, RTOL, one_thread, seeded_input
 
 CHECKS = ("structure", "variant", "upsampling", "numerics")
 BATCHES = (1, 4)

@@ -16,6 +16,7 @@ the tolerance, see `RTOL` and `ATOL`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
 
@@ -215,3 +216,17 @@ def mismatches(expected, found) -> list[str]:
 def worst_ratio(expected, found) -> float:
     """The largest deviation in units of the tolerance: < 1 passes, > 1 fails."""
     return max((ratio for _, ratio in deviations(expected, found)), default=0.0)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside: for reference computations (seeding weights, cnp's eager
+    model as the numerics' reference). On a busy 2-core machine a second OpenMP thread
+    mostly spin-waits (measured: seeding L 0.7 s on one thread, 10 s on two). Results do
+    not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
