@@ -33,7 +33,7 @@ def _table_row(summary: Summary) -> dict:
         "gmacs_conv_weights_only": round(summary.macs.conv_weights / 1e9, 4),
         "gmacs_all_elementwise": round(summary.macs.all_elementwise / 1e9, 4),
         "mac_convention": MAC_CONVENTION,
-        "paper": None if paper is None else {
+        "paper": {
             "params_m": paper.params_m,
             "gflops": paper.gflops,
             "mpjpe": paper.mpjpe,
@@ -46,10 +46,8 @@ def _table_row(summary: Summary) -> dict:
 
 
 def _verdict(row: dict, field: str) -> str:
-    for check in row["checks"]:
-        if check["check"] == field:
-            return "ok" if check["ok"] else "MISMATCH"
-    return ""
+    check = next(check for check in row["checks"] if check["check"] == field)
+    return "ok" if check["ok"] else "MISMATCH"
 
 
 def _print_table(rows: list[dict]) -> None:
