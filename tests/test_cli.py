@@ -6,6 +6,7 @@ tables.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
@@ -14,6 +15,7 @@ import pytest
 
 from cnp import VARIANTS, get_spec, specs
 from cnp.analysis import MAC_CONVENTION
+from cnp.cli import make_parser
 from spec_page import CHECK_COLUMNS, PAPER_PAGE, RELEASED_PAGE, SPEC_PAGE
 from test_closed_form import closed_form_buffers, closed_form_keys, closed_form_macs, closed_form_params
 
@@ -121,7 +123,9 @@ def test_table_notes_give_the_other_mac_conventions(table_text):
             assert float(percent) == pytest.approx((float(value) / gflops - 1) * 100, abs=0.11)
 
 
-def test_table_notes_define_the_counts(table_text):
+def test_table_says_what_it_measured_and_counts(table_text):
+    size = "x".join(str(v) for v in SPEC_PAGE["xs"]["input"])
+    assert f"3x{size} input" in table_text.out.splitlines()[0]
     for fact in ("trainable parameters", "running_mean", "running_var", "num_batches_tracked",
                  MAC_CONVENTION, "torch.utils.flop_counter", "Human3.6M"):
         assert fact in table_text.out
@@ -283,6 +287,15 @@ def test_summary_json(variant, cli):
     assert result.code == 0
     assert data["variant"] == variant
     assert [h["upsample"] for h in data["head_layers"]] == SPEC_PAGE[variant]["upsample"]
+
+
+@pytest.mark.parametrize("command", ["table", "summary"])
+def test_command_and_its_options_have_help(command):
+    # `cnp --help` lists each command with a line; `cnp COMMAND --help` each option.
+    parser = make_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert next(c for c in commands._choices_actions if c.dest == command).help
+    assert [a.dest for a in commands.choices[command]._actions if not a.help] == []
 
 
 @pytest.mark.parametrize("argv, message", [
