@@ -15,7 +15,8 @@ import pytest
 
 from cnp import VARIANTS, get_spec, specs
 from cnp.analysis import MAC_CONVENTION
-from cnp.cli import make_parser
+from cnp.cli import count, make_parser, positive_int
+from cnp.errors import InputError
 from spec_page import CHECK_COLUMNS, PAPER_PAGE, RELEASED_PAGE, SPEC_PAGE
 from test_closed_form import closed_form_buffers, closed_form_keys, closed_form_macs, closed_form_params
 
@@ -64,12 +65,14 @@ def commas(values) -> str:
     return ",".join(str(v) for v in values)
 
 
+GMACS_CELL = re.compile(r"(\d+\.\d{3}) \((\d+\.\d{2}), ([+-]\d+\.\d)%\) (?:ok|MISMATCH)")
 COMPARED_CELLS = (len(CHECK_COLUMNS) * len(SPEC_PAGE) + 2 * len(PAPER_PAGE)  # params, GFLOPs
                   + sum(p["other_params_m"] is not None for p in PAPER_PAGE.values()))
 
 
 def test_table_exits_zero_when_everything_matches(table_text):
     assert table_text.code == 0, table_text.out
+    assert all(line == line.rstrip() for line in table_text.out.splitlines())
     assert table_text.out.splitlines()[-1] == f"verdict: all {COMPARED_CELLS} compared cells match"
     assert table_text.err == ""
 
@@ -101,8 +104,8 @@ def test_table_row_shows_the_paper_figures(variant, table_text):
 @variants
 def test_table_gmacs_cell_gives_the_paper_figure_and_the_difference(variant, table_text):
     cell = table_cells(table_text.out)[variant]["GMACs (paper GFLOPs)"]
-    gmacs, gflops, percent = map(float, re.fullmatch(
-        r"(\d+\.\d{3}) \((\d+\.\d{2}), ([+-]\d+\.\d)%\) ok", cell).groups())
+    assert cell.endswith(" ok")
+    gmacs, gflops, percent = map(float, GMACS_CELL.fullmatch(cell).groups())
     assert gflops == PAPER_PAGE[variant]["gflops"]
     assert gmacs == pytest.approx(gflops, rel=0.01)
     assert percent == pytest.approx((gmacs / gflops - 1) * 100, abs=0.11)  # both rounded
@@ -236,6 +239,17 @@ def test_table_verdict_lists_every_failing_cell(table_says_m_has_depth_32, cli):
     assert set(cells.split(", ")) == {"m:params_m", "m:gflops", "m:state_dict_m"}
 
 
+def test_table_shows_how_far_a_failing_gmacs_cell_is(table_says_m_has_depth_32, cli):
+    # Half the final layer of M: about 20% under the paper, in the cell and in the notes.
+    out, gflops = cli("table").out, PAPER_PAGE["m"]["gflops"]
+    gmacs, _, percent = GMACS_CELL.fullmatch(table_cells(out)["m"]["GMACs (paper GFLOPs)"]).groups()
+    others = [re.search(r"\bm (\d+\.\d{3}) \(([+-]\d+\.\d)%\)", line).groups()
+              for line in out.splitlines() if line.startswith("    xs ")]
+    for value, percent in [(gmacs, percent), *others]:
+        assert float(percent) < -15
+        assert float(percent) == pytest.approx((float(value) / gflops - 1) * 100, abs=0.11)
+
+
 def test_table_reports_a_mismatch_with_exit_one(paper_says_m_has_fewer_params, cli):
     result = cli("table")
     assert result.code == 1
@@ -289,6 +303,38 @@ def test_summary_json(variant, cli):
     assert [h["upsample"] for h in data["head_layers"]] == SPEC_PAGE[variant]["upsample"]
 
 
+def test_usage_names_the_command_cnp():
+    # Also under `python -m cnp.cli`, where argparse would name the file.
+    parser = make_parser()
+    assert parser.format_usage().startswith("usage: cnp ") and parser.description
+
+
+@pytest.mark.parametrize("text, value", [("1", 1), ("8", 8)])
+def test_positive_int_accepts_one_and_more(text, value):
+    assert positive_int(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "2.5", "x"])
+def test_positive_int_refuses_the_rest_naming_it(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(text))):
+        positive_int(text)
+
+
+def test_count_accepts_zero():
+    assert (count("0"), count("12")) == (0, 12)
+
+
+def test_count_refuses_a_non_number_naming_it():
+    with pytest.raises(argparse.ArgumentTypeError, match="'-1'"):
+        count("-1")
+
+
+def test_input_error_is_the_path_then_the_problem(tmp_path):
+    error = InputError(tmp_path / "x.pt", "no such file")
+    assert (error.path, error.problem) == (str(tmp_path / "x.pt"), "no such file")
+    assert str(error) == f"{tmp_path / 'x.pt'}: no such file"
+
+
 @pytest.mark.parametrize("command", ["table", "summary"])
 def test_command_and_its_options_have_help(command):
     # `cnp --help` lists each command with a line; `cnp COMMAND --help` each option.
@@ -303,7 +349,8 @@ def test_command_and_its_options_have_help(command):
     (["table", "--jsn"], "unrecognized arguments: --jsn"),
     (["tabel"], "invalid choice: 'tabel'"),
     ([], "required: command"),
-], ids=["unknown-variant", "bad-flag", "bad-command", "no-command"])
+    (["summary"], "required: variant"),
+], ids=["unknown-variant", "bad-flag", "bad-command", "no-command", "no-variant"])
 def test_usage_error_is_one_line_exit_two(argv, message, cli):
     result = cli(*argv)
     assert result.code == 2
