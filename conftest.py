@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,19 @@ def pytest_configure(config):
         config.option.benchmark_disable = True  # see _BENCHMARK_REQUESTS
     _one_thread_unless_timing(config)
 
+
+@pytest.fixture(autouse=True)
+def fresh_caches_under_mutmut():
+    """Under mutation testing (tests/mutation.py), empty cnp's caches before each test.
+
+    mutmut links a mutant to the tests that run its code. A cached summary runs that code
+    once per process, for the first test that asks, so every other test would be blind to
+    the mutant. mutmut sets MUTANT_UNDER_TEST; without it the caches keep the suite fast.
+    """
+    if "MUTANT_UNDER_TEST" in os.environ:
+        for module in [m for name, m in sys.modules.items() if name.startswith("cnp.")]:
+            for value in vars(module).values():
+                ours = getattr(value, "__module__", "") == module.__name__
+                if ours and hasattr(value, "cache_clear"):
+                    value.cache_clear()
+    yield

@@ -9,6 +9,20 @@ from cnp.cli import EXIT_MISMATCH, EXIT_OK, dims, print_columns, shape_text
 from cnp.specs import PAPER, VARIANTS, get_spec
 
 
+TABLE_TITLE = "ConvNeXtPose variants built by cnp (meta device, 3x256x256 input) vs the paper"
+# Printed under the table: what each column counts.
+TABLE_NOTES = """
+params: trainable parameters, the paper's definition. state_dict: every state_dict
+  element, i.e. params + BatchNorm running_mean/running_var (C each) +
+  num_batches_tracked (1) per BatchNorm: the figure other documents quote.
+GMACs: {convention}.
+  Conv weights alone (torch.utils.flop_counter, torchprofile):
+    {conv_weights_only}
+  One per element also for BatchNorm, ReLU, upsampling and residual adds:
+    {all_elementwise}
+MPJPE / PA-MPJPE (mm, Human3.6M): the paper's; not computed here."""
+
+
 def _table_row(summary: Summary) -> dict:
     spec = get_spec(summary.variant)
     checks = compare(spec, summary)
@@ -33,7 +47,7 @@ def _table_row(summary: Summary) -> dict:
         "gmacs_conv_weights_only": round(summary.macs.conv_weights / 1e9, 4),
         "gmacs_all_elementwise": round(summary.macs.all_elementwise / 1e9, 4),
         "mac_convention": MAC_CONVENTION,
-        "paper": None if paper is None else {
+        "paper": {
             "params_m": paper.params_m,
             "gflops": paper.gflops,
             "mpjpe": paper.mpjpe,
@@ -46,10 +60,8 @@ def _table_row(summary: Summary) -> dict:
 
 
 def _verdict(row: dict, field: str) -> str:
-    for check in row["checks"]:
-        if check["check"] == field:
-            return "ok" if check["ok"] else "MISMATCH"
-    return ""
+    check = next(check for check in row["checks"] if check["check"] == field)
+    return "ok" if check["ok"] else "MISMATCH"
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -77,22 +89,14 @@ def _print_table(rows: list[dict]) -> None:
             f"{paper['mpjpe']:.2f}",
             "-" if paper["pa_mpjpe"] is None else f"{paper['pa_mpjpe']:.1f}",
         ])
-    print("ConvNeXtPose variants built by cnp (meta device, 3x256x256 input) vs the paper\n")
+    print(f"{TABLE_TITLE}\n")
     print_columns(lines)
     def other_convention(field: str) -> str:
         return ", ".join(f"{r['variant']} {r[field]:.3f} "
                          f"({(r[field] / r['paper']['gflops'] - 1) * 100:+.1f}%)" for r in rows)
-    print(
-        "\nparams: trainable parameters, the paper's definition. state_dict: every state_dict"
-        "\n  element, i.e. params + BatchNorm running_mean/running_var (C each) +"
-        "\n  num_batches_tracked (1) per BatchNorm: the figure other documents quote."
-        f"\nGMACs: {MAC_CONVENTION}."
-        "\n  Conv weights alone (torch.utils.flop_counter, torchprofile):"
-        f"\n    {other_convention('gmacs_conv_weights_only')}"
-        "\n  One per element also for BatchNorm, ReLU, upsampling and residual adds:"
-        f"\n    {other_convention('gmacs_all_elementwise')}"
-        "\nMPJPE / PA-MPJPE (mm, Human3.6M): the paper's; not computed here."
-    )
+    print(TABLE_NOTES.format(convention=MAC_CONVENTION,
+                             conv_weights_only=other_convention("gmacs_conv_weights_only"),
+                             all_elementwise=other_convention("gmacs_all_elementwise")))
     failed = [f"{r['variant']}:{c['check']}" for r in rows for c in r["checks"] if not c["ok"]]
     total = sum(len(r["checks"]) for r in rows)
     if failed:

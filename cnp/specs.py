@@ -31,9 +31,11 @@ class BackboneSpec:
 
     def __post_init__(self) -> None:
         if len(self.depths) != 4 or len(self.dims) != 4:
-            raise ValueError(f"backbone {self.name!r}: need 4 depths and 4 dims")
+            raise ValueError(f"backbone {self.name!r}: need 4 depths and 4 dims, "
+                             f"not {len(self.depths)} and {len(self.dims)}")
         if self.kernel % 2 != 1:
-            raise ValueError(f"backbone {self.name!r}: depthwise kernel must be odd")
+            raise ValueError(f"backbone {self.name!r}: depthwise kernel must be odd, "
+                             f"not {self.kernel}")
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,9 @@ class HeadLayerSpec:
 
     def __post_init__(self) -> None:
         if self.upsample not in (1, 2):
-            raise ValueError("head layer upsampling must be 1 or 2")
+            raise ValueError(f"head layer upsampling must be 1 or 2, not {self.upsample}")
         if self.kernel % 2 != 1:
-            raise ValueError("head layer kernel must be odd")
+            raise ValueError(f"head layer kernel must be odd, not {self.kernel}")
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,11 @@ class VariantSpec:
 
     def __post_init__(self) -> None:
         if len(self.head) != 3:
-            raise ValueError(f"variant {self.name!r}: the head has exactly 3 layers")
+            raise ValueError(f"variant {self.name!r}: the head has exactly 3 layers, "
+                             f"not {len(self.head)}")
         if any(s % 32 for s in self.input_size):
-            raise ValueError(f"variant {self.name!r}: input size must be a multiple of 32")
+            raise ValueError(f"variant {self.name!r}: input size must be a multiple of 32, "
+                             f"not {self.input_size[0]}x{self.input_size[1]}")
 
     @property
     def head_upsample(self) -> tuple[int, ...]:

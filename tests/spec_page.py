@@ -12,6 +12,7 @@ PAPER_PAGE[variant]: "The paper's figures" table —
 RELEASED_PAGE[variant]: "Figures others measured from the released files" table —
     inner_root, state_dict_numel, final_out, head_keys (None where the page has "—").
 Keys are lower-case variant names ("xs", "s", "m", "l"); lists, to compare with JSON.
+CHECK_COLUMNS: the name of each of cnp's spec checks → the SPEC_PAGE field it compares.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from pathlib import Path
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "spec.md"
 NONE = "—"  # the page's "no figure"
+
+CHECK_COLUMNS = {"backbone.depths": "depths", "backbone.dims": "dims", "head.channels": "head",
+                 "head.upsample": "upsample", "depth_dim": "depth_dim",
+                 "heatmap_shape": "heatmap_shape"}
 
 
 def table(text: str, heading: str) -> list[dict[str, str]]:

@@ -10,6 +10,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnp import VARIANTS, UnknownVariantError, build, get_spec, summarize
@@ -145,6 +146,22 @@ def test_conv_macs_match_pytorch_flop_counter(variant):
     assert summarize(variant).macs.conv_weights * 2 == counter.get_total_flops()
 
 
+def test_macs_of_a_changed_model_follow_its_convolutions():
+    # A model changed by hand: a 3×5 depthwise kernel without bias in the first head layer.
+    # Weight MACs still match torch's counter; bias adds come from the convs that have one.
+    model = build("s", device="meta")
+    channels = SPEC_PAGE["s"]["dims"][3]
+    model.head.deconv_layers_1.dwconv = nn.Conv2d(channels, channels, (3, 5), padding=(1, 2),
+                                                  groups=channels, bias=False, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        model.heatmaps(torch.empty(1, 3, *SPEC_PAGE["s"]["input"], device="meta"))
+    summary = summarize(model)
+    assert summary.macs.conv_weights * 2 == counter.get_total_flops()
+    assert summary.macs.conv_bias == sum(
+        r.out_shape[1] * r.out_shape[2] * r.out_shape[3] for r in summary.layers
+        if r.kind == "Conv2d" and model.get_submodule(r.name).bias is not None)
+
+
 @variants
 def test_bias_adds_are_one_per_conv_output(variant):
     summary = summarize(variant)
@@ -152,6 +169,20 @@ def test_bias_adds_are_one_per_conv_output(variant):
                        for r in summary.layers if r.kind == "Conv2d")
     assert summary.macs.conv_bias == conv_outputs
     assert summary.macs.total == summary.macs.conv_weights + summary.macs.conv_bias
+
+
+@pytest.mark.parametrize("scale, out_size", [((1.5, 1.0), "12x8"), ((1.0, 1.5), "8x12"),
+                                             ((2.0, 1.0), "16x8")],
+                         ids=["height", "width", "unequal"])
+def test_summary_refuses_a_non_integer_upsampling(scale, out_size):
+    # A model changed by hand: its first head layer scales the 8x8 backbone output by
+    # `scale`. The measured factor would be a lie, so the summary names layer and sizes.
+    model = build("s", device="meta")
+    model.head.deconv_layers_1.upsample1 = nn.Upsample(scale_factor=scale, mode="bilinear")
+    with pytest.raises(ValueError) as error:
+        summarize(model)
+    assert "head.deconv_layers_1" in str(error.value)
+    assert "8x8" in str(error.value) and out_size in str(error.value)
 
 
 @variants

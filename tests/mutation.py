@@ -1,0 +1,253 @@
+"""The mutation score of cnp, module by module: how many small changes the tests catch.
+
+    python tests/mutation.py                    # every module in SELECTION
+    python tests/mutation.py specs analysis     # some of them
+    python tests/mutation.py --max-children 4   # parallel mutants (default 2)
+
+For each module, mutmut (3.8) changes the code in small ways (a `<` made `<=`, a string
+emptied, an argument dropped), runs the tests that reach each changed function, and counts
+the changes ("mutants") some test fails on. Not part of the default run or CI: it takes
+minutes per module (docs/testing.md, "Mutation score", has the measured times).
+
+Each module runs in a fresh copy of the repository under build/mutation/<module>/ (log:
+mutmut.log there), with the tests in SELECTION[module]. The table it prints:
+  killed     a test failed, or the mutant broke `import cnp` (pytest then exits 2 or 4,
+             which mutmut files under "interrupted" and "timeout": counted as killed here)
+  timeout    the tests ran past mutmut's limit (an endless loop): caught, not killed
+  survived   every test passed
+  no tests   no selected test reaches the function
+  excluded   listed in tests/mutation_equivalents.txt, each with its reason: equivalent (it
+             cannot alter behaviour) or wording (a message's words change, every fact stays:
+             tests assert facts, not words)
+  score      (killed + timeout) / (mutants - excluded)
+Survivors are listed with their changed line; `mutmut show NAME` in the module's folder
+prints the whole diff.
+
+Two traps of mutmut on this code base, handled here:
+- Code run at import (specs._head builds VARIANTS) is mutated only if cnp is imported
+  after the mutant is switched on. By default mutmut forks every mutant from a process
+  that imported cnp already. So: process_isolation "forkserver", whose server preloads
+  torch and the test plugins (PRELOAD) but never cnp; each mutant's process imports cnp.
+  mutmut links code run at import to the first test it runs only, so every selection
+  starts with FIRST, whose first test compares the whole variants table with the spec page.
+- A cached summary (analysis._summarize_spec) runs the code once per process, for the
+  first test that asks, so mutmut would link its mutants to that test only. conftest.py
+  clears cnp's caches before every test when mutmut runs (it sets MUTANT_UNDER_TEST).
+  A module- or session-scoped fixture has the same effect: make it function-scoped where
+  that is cheap with the caches warm (tests/test_cli.py), or pass pytest a callable scope
+  that answers "function" when MUTANT_UNDER_TEST is set.
+mutmut never mutates decorated functions (properties, cached functions): the script lists
+them as "not mutated".
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "build" / "mutation"
+EQUIVALENTS = Path(__file__).with_name("mutation_equivalents.txt")
+
+# Runs first in every selection: its first test, test_variants_are_the_spec_page, compares
+# what cnp builds at import with the spec page. (A test id here would not do: pytest runs
+# it where its module comes, when the module is selected too.)
+FIRST = "tests/test_specs.py"
+
+# The tests that reach each module. A module not listed here cannot be measured: add it.
+SELECTION = {
+    "specs": ["tests/test_architecture.py",
+              "tests/test_closed_form.py", "tests/test_cli.py"],
+    "analysis": ["tests/test_architecture.py", "tests/test_closed_form.py", "tests/test_cli.py",
+                 "tests/test_compare.py", "tests/test_snapshots.py"],
+    "checks": ["tests/test_checks.py", "tests/test_compare.py", "tests/test_cli.py"],
+    "model": ["tests/test_architecture.py", "tests/test_closed_form.py",
+              "tests/test_semantics.py", "tests/test_golden.py"],
+    "testing": ["tests/test_golden.py", "tests/test_semantics.py"],
+    "cli": ["tests/test_cli.py", "tests/test_checkpoints.py"],
+    "cli_table": ["tests/test_cli.py"],
+    "errors": ["tests/test_cli.py", "tests/test_checkpoints.py"],
+}
+
+# Imported once by mutmut's fork server, so that each mutant's process starts fast. Never
+# cnp: each mutant's process must import cnp itself, with the mutant switched on.
+PRELOAD = ["torch", "torch.utils.flop_counter", "numpy", "safetensors.torch", "hypothesis",
+           "hypothesis.strategies", "syrupy", "syrupy.extensions.json", "pytest",
+           "_pytest.pytester", "pytest_benchmark.plugin", "xdist.plugin"]
+
+PYTEST_ARGS = ["-m", "not slow", "-p", "no:cacheprovider"]  # slow: subprocesses, unlinked
+
+# mutmut's stored exit codes → what they mean here (see the module docstring).
+KILLED = {1, 3, 2, 4, 255}  # tests failed; pytest internal error; import broken (2, 4, -1)
+TIMEOUT = {24, -24, 152, 36, -9}  # SIGXCPU, or SIGKILL one second after it
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+KEPT_DECORATORS = (["staticmethod"], ["classmethod"])  # mutmut mutates these functions
+
+
+def mutmut_config(module: str) -> str:
+    """The [tool.mutmut] section for one module (TOML)."""
+    settings = {
+        "source_paths": ["cnp"],
+        "only_mutate": [f"cnp/{module}.py"],
+        "also_copy": ["conftest.py", "fixtures", "docs"],
+        "pytest_add_cli_args": PYTEST_ARGS,
+        "pytest_add_cli_args_test_selection": [FIRST, *SELECTION[module]],
+        "process_isolation": "forkserver",
+        "forkserver_warmup": "import",
+        "preload_modules_file": "preload.txt",
+        "use_git_change_detection": False,
+        # mutmut's limit is (time of the tests' bodies + constant) × multiplier, but here a
+        # test's cost is mostly its fixtures and cnp's import, which mutmut does not time:
+        # with its defaults, slow survivors on a busy machine were reported as timeouts.
+        "timeout_constant": 60,
+        "timeout_multiplier": 3,
+    }
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    return "\n[tool.mutmut]\n" + "\n".join(lines) + "\n"
+
+
+def prepare(module: str) -> Path:
+    """A fresh copy of what the tests need, with mutmut's settings for `module`."""
+    folder = WORK / module
+    shutil.rmtree(folder, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache")
+    for name in ("cnp", "tests", "fixtures", "docs"):
+        shutil.copytree(ROOT / name, folder / name, ignore=ignore)
+    shutil.copy2(ROOT / "conftest.py", folder / "conftest.py")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (folder / "pyproject.toml").write_text(pyproject + mutmut_config(module), encoding="utf-8")
+    (folder / "preload.txt").write_text("\n".join(PRELOAD) + "\n", encoding="utf-8")
+    return folder
+
+
+def run_mutmut(folder: Path, max_children: int) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MUTANT_UNDER_TEST")}
+    env["OMP_NUM_THREADS"] = "1"  # mutants run side by side; results do not depend on it
+    mutmut = Path(sys.executable).with_name("mutmut")
+    with open(folder / "mutmut.log", "w", encoding="utf-8") as log:
+        done = subprocess.run([str(mutmut), "run", "--max-children", str(max_children)],
+                              cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = (folder / "mutmut.log").read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"mutmut failed in {folder} (exit {done.returncode}):\n{tail}")
+
+
+def changed_line(folder: Path, mutant: str, module: str) -> str:
+    """The first line the mutant changes, as mutmut shows it."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    with contextlib.chdir(folder):
+        diff = get_diff_for_mutant(mutant, path=f"cnp/{module}.py")
+    added = [line[1:].strip() for line in diff.splitlines()
+             if line.startswith("+") and not line.startswith("+++")]
+    return added[0] if added else "(line removed)"
+
+
+def read_equivalents() -> dict[str, tuple[str, str]]:
+    """mutant name → (its changed line, why it cannot change behaviour)."""
+    entries = {}
+    for line in EQUIVALENTS.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, *code, reason = (part.strip() for part in line.split(" | "))
+            entries[name] = (" | ".join(code), reason)
+    return entries
+
+
+def not_mutated(module: str) -> list[str]:
+    """Functions mutmut skips: decorated ones other than staticmethod and classmethod."""
+    tree = ast.parse((ROOT / "cnp" / f"{module}.py").read_text(encoding="utf-8"))
+    owners = [(None, tree)] + [(n.name, n) for n in tree.body if isinstance(n, ast.ClassDef)]
+    return [f"{owner}.{item.name}" if owner else item.name
+            for owner, node in owners for item in node.body
+            if isinstance(item, ast.FunctionDef) and item.decorator_list
+            and [getattr(d, "id", None) for d in item.decorator_list] not in KEPT_DECORATORS]
+
+
+def score(module: str, folder: Path, equivalents: dict) -> dict:
+    meta = json.loads((folder / "mutants" / "cnp" / f"{module}.py.meta").read_text())
+    codes = meta["exit_code_by_key"]
+    row = {"module": module, "mutants": len(codes), "killed": 0, "timeout": 0, "survived": 0,
+           "no tests": 0, "other": 0, "excluded": 0, "survivors": [], "stale": []}
+    for name, code in sorted(codes.items()):
+        status = ("killed" if code in KILLED else "timeout" if code in TIMEOUT
+                  else "survived" if code in SURVIVED else "no tests" if code in NO_TESTS
+                  else "other")
+        if name in equivalents:
+            line, reason = equivalents[name]
+            if status in ("survived", "no tests") and changed_line(folder, name, module) == line:
+                row["excluded"] += 1
+                continue
+            row["stale"].append(f"{name}: listed in mutation_equivalents.txt but {status} or changed")
+        row[status] += 1
+        if status in ("survived", "no tests", "other"):
+            row["survivors"].append(f"{status:9} {name}: {changed_line(folder, name, module)}")
+    counted = row["mutants"] - row["excluded"]
+    row["score"] = (row["killed"] + row["timeout"]) / counted if counted else 1.0
+    return row
+
+
+COLUMNS = ["module", "mutants", "killed", "timeout", "survived", "no tests", "other",
+           "excluded", "score", "wall"]
+
+
+def print_row(row: dict) -> None:
+    cells = [row["module"], *(str(row[c]) for c in COLUMNS[1:8]),
+             f"{row['score']:.1%}", f"{row['wall'] / 60:.1f} min"]
+    print(" | ".join(cells))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE",
+                        help=f"modules of cnp/ (default: {' '.join(SELECTION)})")
+    parser.add_argument("--max-children", type=int, default=2, metavar="N",
+                        help="mutants tested side by side (default 2)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="score the last run again (after editing the equivalents file)")
+    args = parser.parse_args(argv)
+    modules = [Path(m).stem for m in args.modules] or list(SELECTION)
+    unknown = [m for m in modules if m not in SELECTION]
+    if unknown:
+        parser.error(f"no test selection for {', '.join(unknown)}: add one to SELECTION")
+    equivalents = read_equivalents()
+    print(f"mutation score of cnp, {date.today()}, mutmut in {WORK}")
+    rows = []
+    for module in modules:
+        start = time.monotonic()
+        folder = WORK / module
+        if not args.report_only:
+            print(f"{module}: running (log: {folder / 'mutmut.log'})", flush=True)
+            prepare(module)
+            run_mutmut(folder, args.max_children)
+        row = score(module, folder, equivalents)
+        row["wall"] = time.monotonic() - start
+        rows.append(row)
+        for line in row["survivors"] + row["stale"]:
+            print(f"  {line}")
+        skipped = not_mutated(module)
+        if skipped:
+            print(f"  not mutated (decorated): {', '.join(skipped)}")
+        print_row(row)
+    print("\n" + " | ".join(COLUMNS))
+    for row in rows:
+        print_row(row)
+    listed = {n: e for n, e in equivalents.items() if n.split(".")[1] in modules}
+    if listed:
+        print("\nexcluded mutants:")
+        for name, (line, reason) in sorted(listed.items()):
+            print(f"  {name}: {line}  -- {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
