@@ -42,6 +42,7 @@ from cnp.fast import fast_model
 from cnp.model import build
 from cnp.specs import get_spec
 
+ROUND_PAUSE_S = 0.1  # longer than libgomp's spin-wait after torch's last operator
 ROOFLINE_SIZE = 1024  # large enough for a blocked GEMM at full speed, small enough for cache
 
 
@@ -79,12 +80,16 @@ def time_interleaved(calls: dict[str, Callable[[], object]], batch: int, repeats
         for call in calls.values():
             call()
     seconds: dict[str, list[float]] = {name: [] for name in calls}
-    # Round r runs the backends in the r-th of their orders (permutations): each backend
-    # follows each other one equally often over len(calls)! rounds, so a backend slowed by
-    # what ran just before it (torch's OpenMP threads spin-wait for tens of ms after its
-    # last operator, on a core the next backend wanted) slows all alike, not one.
+    # Round r runs the backends in the r-th of their orders (permutations): within rounds
+    # each backend follows each other one equally often over len(calls)! rounds, so a
+    # backend slowed by what ran just before it (torch's OpenMP threads spin-wait for tens
+    # of ms after its last operator, on a core the next backend wanted) slows all alike,
+    # not one. A pause before each round makes the round's first backend follow idle
+    # cores, not the previous round's last backend (which would unbalance the pairs).
     orders = list(itertools.permutations(calls))
     for round_ in range(repeats):
+        if len(calls) > 1:
+            time.sleep(ROUND_PAUSE_S)
         for name in orders[round_ % len(orders)]:
             call = calls[name]
             _synchronize(device)
@@ -93,6 +98,15 @@ def time_interleaved(calls: dict[str, Callable[[], object]], batch: int, repeats
             _synchronize(device)
             seconds[name].append(time.perf_counter() - start)
     return {name: Timing(tuple(s), batch) for name, s in seconds.items()}
+
+
+def paired_ratio(slower: Timing, faster: Timing) -> float:
+    """Median over rounds of slower's time ÷ faster's time in the same round.
+
+    The two ran within milliseconds of each other in each round, so a burst of load from
+    another process divides out of each round's ratio; a ratio of the two medians would mix
+    rounds taken under different loads."""
+    return statistics.median(a / b for a, b in zip(slower.seconds, faster.seconds))
 
 
 def gflop_s(macs_per_image: int, img_s: float) -> float:
@@ -197,7 +211,9 @@ class BackendResult:
     executed_gflops_s: float  # on the conv MACs this backend really executes
     roofline_fraction: float  # gflops_s / roofline_gflops_s
     setup_s: float
-    speedup_over: dict[str, float]  # other backend → its ms/img ÷ this one's, same run
+    # other backend → the median over rounds of its time ÷ this one's in the same round
+    speedup_over: dict[str, float]
+    ms_runs: tuple[float, ...]  # ms/img of each timed round, in round order
 
 
 @dataclass(frozen=True)
@@ -237,8 +253,9 @@ def bench_variant(variant: str, backends=("eager", "fast"), batch: int = 1, repe
             engine=b.engine, ms_img=timing.ms_img, img_s=timing.img_s, gflops_s=rate,
             executed_gflops_s=gflop_s(b.executed_macs, timing.img_s),
             roofline_fraction=rate / roofline_gflops_s, setup_s=b.setup_s,
-            speedup_over={other: timings[other].median_s / timing.median_s
-                          for other in timings if other != b.name})
+            speedup_over={other: paired_ratio(timings[other], timing)
+                          for other in timings if other != b.name},
+            ms_runs=tuple(1e3 * t / batch for t in timing.seconds))
     return BenchResult(variant=spec.name, batch=batch, device=str(device), repeats=repeats,
                        macs=macs, roofline_gflops_s=roofline_gflops_s, backends=results)
 
