@@ -2,8 +2,11 @@
 10-20 s of torch.export and translation on a 2-core machine).
 
 `Exports[v]` runs `cnp export v` over an existing placeholder file with `--force`, under
-the umask UMASK, as a user would; the broken graphs are exports of seeded models with one
-module changed, recorded with the provenance of the unchanged model they pretend to be.
+the umask UMASK, as a user would. The broken graphs are cnp's XS export edited where an
+export of a changed model differs from it (milliseconds instead of another export): Resize
+attributes as torch's exporter writes them for align_corners=False and for nearest, or the
+coordinates output pruned. They keep the XS export's provenance, so their numerics are
+compared with the real XS.
 """
 
 from __future__ import annotations
@@ -14,8 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from cnp.export import export_onnx, provenance
-from cnp.testing import GOLDEN_SEED, seeded_model
+from cnp.export import COORDS
 
 UMASK = 0o027  # a new file must get mode 0o666 & ~UMASK = 0o640
 PLACEHOLDER = b"an older file that --force replaces"
@@ -54,21 +56,57 @@ class Exports(dict):
         return self[variant]
 
 
-def misaligned_xs() -> nn.Module:
-    """Seeded XS with the first head layer's upsampling align_corners=False and the second's
-    nearest: two export mistakes, one per layer, in one graph (one export instead of two)."""
-    model = seeded_model("xs")
-    model.head.deconv_layers_1.upsample1 = nn.Upsample(scale_factor=2, mode="bilinear",
-                                                       align_corners=False)
-    model.head.deconv_layers_2.upsample1 = nn.Upsample(scale_factor=2, mode="nearest")
-    return model
+# What torch's exporter (2.13, dynamo) writes for nn.Upsample(scale_factor=2,
+# mode="bilinear", align_corners=False) and for nn.Upsample(scale_factor=2, mode="nearest"),
+# read off exports of such models on 2026-11-22.
+ALIGN_CORNERS_FALSE = {"coordinate_transformation_mode": "half_pixel"}
+NEAREST = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+           "nearest_mode": "floor"}
 
 
-def export_as_seeded_xs(model: nn.Module, path: Path, coords: bool = True) -> Path:
-    """Export `model` with the metadata of cnp's seeded XS (upsampling has no weights, so
-    the changed model has exactly those weights): the numerics compare with the real XS."""
-    return export_onnx(model, path, coords=coords,
-                       metadata=provenance(model, f"seeded:{GOLDEN_SEED}"))
+def with_resizes(source: Path, target: Path, *changes: dict) -> Path:
+    """`source` with the attributes of its i-th Resize node (graph order) set to changes[i]."""
+    import onnx
+
+    model = onnx.load(source)
+    resizes = [node for node in model.graph.node if node.op_type == "Resize"]
+    for node, change in zip(resizes, changes, strict=False):
+        for attribute in node.attribute:
+            if attribute.name in change:
+                attribute.CopyFrom(onnx.helper.make_attribute(attribute.name, change[attribute.name]))
+    onnx.save(model, target)
+    return target
+
+
+def misaligned_xs(source: Path, target: Path) -> Path:
+    """XS's export as if head layer 1 upsampled with align_corners=False and head layer 2
+    with nearest: two export mistakes, one per layer, in one graph."""
+    return with_resizes(source, target, ALIGN_CORNERS_FALSE, NEAREST)
+
+
+def heatmaps_only(source: Path, target: Path) -> Path:
+    """`source` without its `coords` output and the nodes only it needed: what an export of
+    the heatmap network alone (no soft-argmax) writes."""
+    import onnx
+
+    model = onnx.load(source)
+    graph = model.graph
+    kept_outputs = [output for output in graph.output if output.name != COORDS]
+    del graph.output[:]
+    graph.output.extend(kept_outputs)
+    needed, kept_nodes = {output.name for output in kept_outputs}, []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            kept_nodes.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept_nodes))
+    kept_constants = [tensor for tensor in graph.initializer if tensor.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_constants)
+    onnx.checker.check_model(model)
+    onnx.save(model, target)
+    return target
 
 
 def export_legacy(model: nn.Module, path: Path, opset: int) -> Path:

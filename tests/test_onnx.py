@@ -1,8 +1,8 @@
 """`cnp export` and `cnp check-onnx`: exports round-trip, broken exports are caught.
 
 Needs the `onnx` extra (CI installs it); without it this module is skipped. Each export is
-made once per session (tests/onnx_exports.py): XS runs by default, S, M and L and the
-broken graphs are `slow` (10-20 s of exporting each on a 2-core machine).
+made once per session (tests/onnx_exports.py): XS's in every run, S's, M's and L's are `slow`
+(10-20 s of exporting each on a 2-core machine). The broken graphs are XS's export edited.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from cnp.checks import failed  # noqa: E402
 from cnp.onnx_check import CHECKS, onnx_cases, report  # noqa: E402
 from cnp.specs import VARIANTS  # noqa: E402
 from cnp.testing import seeded_model  # noqa: E402
-from onnx_exports import (PLACEHOLDER, UMASK, Exports, export_as_seeded_xs,  # noqa: E402
-                          export_legacy, misaligned_xs)
+from onnx_exports import (PLACEHOLDER, UMASK, Exports, export_legacy,  # noqa: E402
+                          heatmaps_only, misaligned_xs)
 
 EVERY_VARIANT = [pytest.param(v, id=v, marks=() if v == "xs" else pytest.mark.slow)
                  for v in VARIANTS]
@@ -37,9 +37,9 @@ def exports(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def misaligned(tmp_path_factory):
-    """XS exported with align_corners=False in head layer 1 and nearest in head layer 2."""
-    return export_as_seeded_xs(misaligned_xs(), tmp_path_factory.mktemp("broken") / "xs.onnx")
+def misaligned(exports, tmp_path_factory):
+    """XS's export with align_corners=False in head layer 1 and nearest in head layer 2."""
+    return misaligned_xs(exports["xs"].path, tmp_path_factory.mktemp("broken") / "xs.onnx")
 
 
 def one_line_error(result) -> bool:
@@ -246,7 +246,6 @@ def test_numerics_without_weights_are_not_checked_xs(exports, tmp_path):
     assert (check.ok, check.status) == (None, "not checked") and "--weights" in check.detail
 
 
-@pytest.mark.slow
 def test_align_corners_false_in_one_layer_fails_xs(misaligned):
     checks = {c.check: c for c in report(misaligned).checks}
     first = checks["upsampling"].found[0]
@@ -256,7 +255,6 @@ def test_align_corners_false_in_one_layer_fails_xs(misaligned):
     assert checks["upsampling"].ok is False and checks["numerics"].ok is False
 
 
-@pytest.mark.slow
 def test_nearest_in_one_layer_fails_xs(misaligned):
     checks = {c.check: c for c in report(misaligned).checks}
     second = checks["upsampling"].found[1]
@@ -265,9 +263,8 @@ def test_nearest_in_one_layer_fails_xs(misaligned):
     assert checks["upsampling"].ok is False and checks["numerics"].ok is False
 
 
-@pytest.mark.slow
-def test_heatmaps_only_graph_passes_on_its_heatmaps_xs(tmp_path):
-    path = export_as_seeded_xs(seeded_model("xs"), tmp_path / "xs.onnx", coords=False)
+def test_heatmaps_only_graph_passes_on_its_heatmaps_xs(exports, tmp_path):
+    path = heatmaps_only(exports["xs"].path, tmp_path / "xs.onnx")
     checks = {c.check: c for c in report(path).checks}
     assert checks["structure"].found["has"] == "heatmaps"
     assert not failed(checks.values())
