@@ -12,6 +12,7 @@ The released M and L files name head layers by position; `official` renames them
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ def _check_consistent(contents: Contents, inferred: Inferred) -> None:
     """Every key and shape must be what the inferred architecture implies: no more, no less."""
     path, table = contents.path, contents.table
     try:
-        expected = {k: tuple(t.shape) for k, t in build(inferred.spec(), "meta").state_dict().items()}
+        expected = _state_dict_shapes(inferred.spec())
     except (ValueError, RuntimeError) as error:  # e.g. an even kernel: no valid spec
         raise CheckpointError(path, f"its shapes describe no valid ConvNeXtPose ({one_line(error)})") from None
     missing = [k for k in expected if k not in table]
@@ -182,6 +183,13 @@ def _check_consistent(contents: Contents, inferred: Inferred) -> None:
         if table[key].shape != want:
             raise CheckpointError(path, f"{key} has shape {list(table[key].shape)} but its "
                                         f"neighbours imply {list(want)}")
+
+
+@functools.lru_cache(maxsize=16)
+def _state_dict_shapes(spec: VariantSpec) -> dict[str, tuple[int, ...]]:
+    # Cached: building on meta costs ~0.1 s, and a folder of checkpoints repeats specs.
+    # Callers only read the dict.
+    return {k: tuple(t.shape) for k, t in build(spec, "meta").state_dict().items()}
 
 
 # ---------------------------------------------------------------- matching

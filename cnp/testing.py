@@ -17,6 +17,7 @@ the tolerance, see `RTOL` and `ATOL`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import zlib
 
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from cnp.model import ConvNeXtPose, build, soft_argmax
-from cnp.specs import VariantSpec
+from cnp.specs import VariantSpec, get_spec
 
 GOLDEN_SEED = 2023
 
@@ -110,8 +111,21 @@ def seed_weights(model: ConvNeXtPose, seed: int = GOLDEN_SEED) -> ConvNeXtPose:
 
 
 def seeded_model(variant: str | VariantSpec, seed: int = GOLDEN_SEED) -> ConvNeXtPose:
-    """A CPU model of `variant` with the golden weights (see `seed_weights`), in eval mode."""
-    return seed_weights(build(variant, device="cpu"), seed)
+    """A CPU model of `variant` with the golden weights (see `seed_weights`), in eval mode.
+
+    A new model on every call (callers may change it); the weights are hashed once per
+    spec and seed in a process and copied in (hashing L's 8.4M values takes about a second).
+    """
+    spec = get_spec(variant) if isinstance(variant, str) else variant
+    # Built on meta and allocated uninitialized: every entry is overwritten by the load.
+    model = build(spec, device="meta").to_empty(device="cpu")
+    model.load_state_dict(_seeded_state(spec, seed), strict=True)
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=8)
+def _seeded_state(spec: VariantSpec, seed: int) -> dict[str, torch.Tensor]:
+    return seed_weights(build(spec, device="cpu"), seed).state_dict()
 
 
 def seeded_input(spec: VariantSpec, batch: int = 1, seed: int = GOLDEN_SEED) -> torch.Tensor:
