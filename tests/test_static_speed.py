@@ -17,10 +17,11 @@ def test_build_and_summarize_speed(variant, benchmark):
 def test_all_four_variants_summarize_in_under_a_second():
     summarize("xs")  # PyTorch's first meta-tensor call costs about a second, once
     runs = []
-    for _ in range(5):
+    # Up to five tries, stopping at the first under a second: on a shared machine a slow
+    # run measures the neighbours; the claim holds if any run keeps it.
+    while len(runs) < 5 and not (runs and min(runs) < 1.0):
         start = time.perf_counter()
         for name in VARIANTS:
             summarize(build(name, device="meta"))
         runs.append(time.perf_counter() - start)
-    # The fastest of five runs: the others measure the neighbours on a shared machine.
     assert min(runs) < 1.0, runs
