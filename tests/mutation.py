@@ -72,7 +72,7 @@ SELECTION = {
     "checks": ["tests/test_checks.py", "tests/test_compare.py", "tests/test_cli.py"],
     "model": ["tests/test_architecture.py", "tests/test_closed_form.py",
               "tests/test_semantics.py", "tests/test_golden.py"],
-    "testing": ["tests/test_golden.py", "tests/test_semantics.py"],
+    "testing": ["tests/test_golden.py", "tests/test_golden_compare.py", "tests/test_semantics.py"],
     "cli": ["tests/test_cli.py", "tests/test_checkpoints.py"],
     "cli_table": ["tests/test_cli.py"],
     "errors": ["tests/test_cli.py", "tests/test_checkpoints.py"],
