@@ -72,10 +72,37 @@ SELECTION = {
     "checks": ["tests/test_checks.py", "tests/test_compare.py", "tests/test_cli.py"],
     "model": ["tests/test_architecture.py", "tests/test_closed_form.py",
               "tests/test_semantics.py", "tests/test_golden.py"],
-    "testing": ["tests/test_golden.py", "tests/test_semantics.py"],
+    "testing": ["tests/test_golden.py", "tests/test_golden_compare.py", "tests/test_semantics.py"],
     "cli": ["tests/test_cli.py", "tests/test_checkpoints.py"],
     "cli_table": ["tests/test_cli.py"],
     "errors": ["tests/test_cli.py", "tests/test_checkpoints.py"],
+    # Checkpoints: reading a file, telling the variant, the public API.
+    "reading": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",
+                "tests/test_checkpoint_convert.py"],
+    "identify": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",
+                 "tests/test_checkpoint_properties.py", "tests/test_plugin_checkpoints.py"],
+    "checkpoints": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",
+                    "tests/test_checkpoint_convert.py", "tests/test_checkpoint_properties.py",
+                    "tests/test_plugin_checkpoints.py"],
+    "unpacking": ["tests/test_checkpoint_forms.py", "tests/test_checkpoints.py"],
+    # A user's implementation: `cnp check` and the plugin's --cnp-model.
+    "conformance": ["tests/test_cli_check.py", "tests/test_plugin_model.py"],
+    "target": ["tests/test_cli_check.py", "tests/test_plugin_model.py"],
+    "run_model": ["tests/test_cli_check.py", "tests/test_plugin_model.py"],
+    # ONNX and the fast path (the onnx extra must be installed).
+    "onnx_graph": ["tests/test_onnx.py"],
+    "onnx_check": ["tests/test_onnx.py"],
+    "export": ["tests/test_onnx.py", "tests/test_fast.py"],
+    "fast": ["tests/test_fast.py", "tests/test_onnx.py"],
+    "fast_ort": ["tests/test_fast.py"],
+    "bench": ["tests/test_cli_bench.py", "tests/test_benchmarks.py"],
+    # Commands.
+    "cli_checkpoints": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",
+                        "tests/test_checkpoint_convert.py"],
+    "cli_check": ["tests/test_cli_check.py"],
+    "cli_onnx": ["tests/test_onnx.py"],
+    "cli_bench": ["tests/test_cli_bench.py"],
+    "plugin": ["tests/test_plugin_checkpoints.py", "tests/test_plugin_model.py"],
 }
 
 # Imported once by mutmut's fork server, so that each mutant's process starts fast. Never

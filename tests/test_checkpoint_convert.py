@@ -117,3 +117,22 @@ def test_failed_write_leaves_the_target_as_it_was(source, precious, cli, monkeyp
     assert run.code == 2 and "No space left on device" in run.err
     assert precious.read_bytes() == b"precious"
     assert sorted(p.name for p in precious.parent.iterdir()) == ["a.tar", "b.pth"]
+
+
+def test_convert_api_refuses_to_overwrite_by_default(source, precious):
+    from cnp.checkpoints import TargetExistsError, convert
+
+    with pytest.raises(TargetExistsError, match="exists"):
+        convert(source, precious)
+    assert precious.read_bytes() == b"precious"
+
+
+def test_convert_writes_beside_the_target_then_renames(source, precious, cli, monkeypatch):
+    # A rename is atomic only within one file system: the new file is written in the
+    # target's own folder, never in a temporary folder elsewhere.
+    written = []
+    save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, path, *a, **k: (written.append(path), save(obj, path))[1])
+    assert cli("convert", "--force", source, precious).code == 0
+    assert [os.path.dirname(p) for p in written] == [str(precious.parent)]
+    assert str(precious) not in written

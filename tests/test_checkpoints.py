@@ -143,6 +143,16 @@ def test_load_as_xs_of_file_holding_s_is_refused(s_model_labeled_xs):
         cnp.load(s_model_labeled_xs, "xs")
 
 
+def test_load_refusal_names_each_stored_difference_with_both_values(s_model_labeled_xs):
+    with pytest.raises(CheckpointError) as error:
+        cnp.load(s_model_labeled_xs, "xs")
+    message = str(error.value)
+    assert error.value.path == str(s_model_labeled_xs)
+    for field, page in (("backbone.depths", "depths"), ("backbone.dims", "dims"), ("head.channels", "head")):
+        assert field in message
+        assert str(SPEC_PAGE["xs"][page]) in message and str(SPEC_PAGE["s"][page]) in message
+
+
 def test_expect_overrides_the_file_name(released):
     report = inspect(released["m"][0], expect="l")
     assert (report.matched_variant, report.expected_variant, report.expected_from) == ("m", "l", "argument")

@@ -16,7 +16,7 @@ import pytest
 from cnp import VARIANTS, get_spec, specs
 from cnp.analysis import MAC_CONVENTION
 from cnp.cli import count, make_parser, positive_int
-from cnp.errors import InputError
+from cnp.errors import InputError, one_line
 from spec_page import CHECK_COLUMNS, PAPER_PAGE, RELEASED_PAGE, SPEC_PAGE
 from test_closed_form import closed_form_buffers, closed_form_keys, closed_form_macs, closed_form_params
 
@@ -333,6 +333,16 @@ def test_input_error_is_the_path_then_the_problem(tmp_path):
     error = InputError(tmp_path / "x.pt", "no such file")
     assert (error.path, error.problem) == (str(tmp_path / "x.pt"), "no such file")
     assert str(error) == f"{tmp_path / 'x.pt'}: no such file"
+
+
+def test_a_quoted_library_message_is_its_first_nonblank_line():
+    # A one-line error quotes a library's multi-line message by its first line with words.
+    assert one_line(ValueError("\n   \n  size mismatch for head.final_layer  \nsee above")) == \
+        "size mismatch for head.final_layer"
+
+
+def test_a_quoted_message_without_words_is_the_error_type():
+    assert one_line(OSError()) == "OSError"
 
 
 @pytest.mark.parametrize("command", ["table", "summary"])

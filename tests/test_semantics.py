@@ -95,6 +95,13 @@ def test_soft_argmax_is_differentiable():
 
 # ------------------------------------------------------------------ blocks, BatchNorm
 
+def test_block_default_kernel_is_the_papers_7x7():
+    # A Block built without a kernel, as a user porting a layer would, is ConvNeXt's 7×7
+    # depthwise convolution, padded to keep the size.
+    block = Block(16)
+    assert (block.dwconv.kernel_size, block.dwconv.padding, block.dwconv.groups) == ((7, 7), (3, 3), 16)
+
+
 def test_block_with_a_zeroed_branch_is_the_identity():
     block = Block(16, kernel=7).eval()
     with torch.no_grad():
