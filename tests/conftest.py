@@ -28,6 +28,16 @@ def released(tmp_path_factory):
     return Released(tmp_path_factory.mktemp("released"))
 
 
+@pytest.fixture
+def pytester(pytester, monkeypatch):
+    """pytest's `pytester`, whose nested runs are never xdist workers: under `pytest -n N`
+    this process is one, and syrupy reads that from the environment (a nested run would
+    then, e.g., not report unused snapshots)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    return pytester
+
+
 @pytest.fixture(scope="session")
 def tiny_state():
     return seeded_model(TINY).state_dict()

@@ -65,15 +65,18 @@ NEAREST = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
 
 
 def with_resizes(source: Path, target: Path, *changes: dict) -> Path:
-    """`source` with the attributes of its i-th Resize node (graph order) set to changes[i]."""
+    """`source` with the attributes of its i-th Resize node (graph order) set to changes[i];
+    one change per Resize node."""
     import onnx
 
     model = onnx.load(source)
     resizes = [node for node in model.graph.node if node.op_type == "Resize"]
-    for node, change in zip(resizes, changes, strict=False):
-        for attribute in node.attribute:
-            if attribute.name in change:
-                attribute.CopyFrom(onnx.helper.make_attribute(attribute.name, change[attribute.name]))
+    for node, change in zip(resizes, changes, strict=True):
+        # Set whether or not the exporter wrote the attribute (it may omit a default).
+        kept = [attribute for attribute in node.attribute if attribute.name not in change]
+        del node.attribute[:]
+        node.attribute.extend(kept + [onnx.helper.make_attribute(name, value)
+                                      for name, value in change.items()])
     onnx.save(model, target)
     return target
 

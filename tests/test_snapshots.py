@@ -36,12 +36,8 @@ def write_gated_test(pytester, upsample_last: int, variant: str = "s") -> None:
 
 
 @pytest.fixture
-def recorded(pytester, monkeypatch):
+def recorded(pytester):
     """A nested project whose one snapshot (S's summary, 2UP) was just recorded."""
-    # Under `pytest -n N` this test runs in an xdist worker; the nested run is no worker,
-    # but syrupy reads the worker's environment and would then not report unused snapshots.
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
-        monkeypatch.delenv(name, raising=False)
     pytester.makeconftest(ROOT_CONFTEST.read_text())
     write_gated_test(pytester, upsample_last=1)
     return pytester.runpytest("--snapshot-update")

@@ -19,9 +19,11 @@ def test_all_four_variants_summarize_in_under_a_second():
     runs = []
     # Up to five tries, stopping at the first under a second: on a shared machine a slow
     # run measures the neighbours; the claim holds if any run keeps it.
-    while len(runs) < 5 and not (runs and min(runs) < 1.0):
+    for _ in range(5):
         start = time.perf_counter()
         for name in VARIANTS:
             summarize(build(name, device="meta"))
         runs.append(time.perf_counter() - start)
+        if runs[-1] < 1.0:
+            break
     assert min(runs) < 1.0, runs
