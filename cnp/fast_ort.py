@@ -17,6 +17,10 @@ x-weighted mass), and a MatMul of those 2·D·h numbers per joint with a constan
 each line's x, y and z weights. In a graph of one 1×1 conv and the soft-argmax at XS's
 sizes it added 0.28 ms, against 0.95 ms for one MatMul with a (D·h·w × 3) matrix of voxel
 indices and 0.74 ms for ReduceSums over the marginals (2026-11-22, shared 2-core VM).
+The expectations are divided by the mass those MatMuls summed (a fourth column), not by
+Softmax's own sum: the rounding of the normalization then cancels. For L with cnp's golden
+weights (heatmap std 3-6), coordinates relying on Softmax's sum were 2.4e-3 heatmap units
+from the float64 evaluation, as far as eager float32's own; divided by the mass, 3e-5.
 """
 
 from __future__ import annotations
@@ -88,12 +92,21 @@ def _soft_argmax(graph: _Graph, heatmaps: str, joint_num: int, depth: int, heigh
     line_sums = graph.node("MatMul", [lines, graph.constant("along_x", along_x)], "line_sums")
     per_joint = graph.node("Reshape", [line_sums, shape("per_joint.shape", -1, depth * height * 2)],
                            "per_joint")
-    # Row (z, y, mass) weighs in y and z; row (z, y, x-weighted mass) is x's numerator.
+    # Row (z, y, mass) weighs in y, z and the total; row (z, y, x-weighted mass) is x's
+    # numerator.
     z, y = np.meshgrid(np.arange(depth), np.arange(height), indexing="ij")
-    weights = np.zeros((depth * height, 2, 3), dtype=np.float32)
-    weights[:, 0, 1], weights[:, 0, 2], weights[:, 1, 0] = y.ravel(), z.ravel(), 1
-    expected = graph.node("MatMul", [per_joint, graph.constant(
-        "line_weights", weights.reshape(-1, 3))], "expected")  # (N·J, 3): x, y, z
+    weights = np.zeros((depth * height, 2, 4), dtype=np.float32)
+    weights[:, 0, 1], weights[:, 0, 2], weights[:, 0, 3] = y.ravel(), z.ravel(), 1
+    weights[:, 1, 0] = 1
+    moments = graph.node("MatMul", [per_joint, graph.constant(
+        "line_weights", weights.reshape(-1, 4))], "moments")  # (N·J, 4): x, y, z, total
+    # Divided by the total they were summed with, not by Softmax's own sum: rounding in the
+    # normalization then cancels (see the module docstring).
+    numerators = graph.node("Slice", [moments, shape("x.start", 0), shape("z.end", 3),
+                                      shape("columns", 1)], "numerators")
+    total = graph.node("Slice", [moments, shape("total.start", 3), shape("total.end", 4),
+                                 shape("total.axis", 1)], "total")
+    expected = graph.node("Div", [numerators, total], "expected")  # (N·J, 3): x, y, z
     return graph.node("Reshape", [expected, shape("coords.shape", -1, joint_num, 3)], COORDS)
 
 
