@@ -128,7 +128,8 @@ def register(commands) -> None:
     bench.add_argument("--warmup", type=count, default=2, help="untimed runs first (2)")
     bench.add_argument("--threads", type=positive_int, default=None,
                        help="torch CPU threads (default: torch's, one per core)")
-    bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                       help="the device to time on (cpu); onnxruntime runs on the CPU only")
     bench.add_argument("--json", action="store_true",
                        help='{"results": [...], "machine": {...}} on stdout')
     bench.add_argument("--plot", type=Path, metavar="FILE.png",

@@ -97,7 +97,8 @@ def cmd_convert(args) -> int:
 
 def register(commands) -> None:
     inspect = commands.add_parser("inspect", help="what checkpoint files hold, from their tensors")
-    inspect.add_argument("paths", nargs="+", metavar="PATH")
+    inspect.add_argument("paths", nargs="+", metavar="PATH",
+                         help="checkpoint files, unzipped folders or archives")
     inspect.add_argument("--expect", metavar="V",
                          help="the variant the files should hold (default: the one the file name names)")
     inspect.add_argument("--joints", type=positive_int, default=checkpoints.DEFAULT_JOINTS, metavar="N",
@@ -108,8 +109,9 @@ def register(commands) -> None:
     inspect.set_defaults(run=cmd_inspect)
 
     convert = commands.add_parser("convert", help="write a normalized state_dict (.safetensors or .pth)")
-    convert.add_argument("source", metavar="IN")
-    convert.add_argument("target", metavar="OUT")
+    convert.add_argument("source", metavar="IN", help="a checkpoint in any form inspect reads")
+    convert.add_argument("target", metavar="OUT", help="the file to write (.safetensors or .pth)")
     convert.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    convert.add_argument("--joints", type=positive_int, default=checkpoints.DEFAULT_JOINTS, metavar="N")
+    convert.add_argument("--joints", type=positive_int, default=checkpoints.DEFAULT_JOINTS, metavar="N",
+                         help="joint_num, as for inspect (default 18)")
     convert.set_defaults(run=cmd_convert)

@@ -59,7 +59,7 @@ def register(commands) -> None:
     export = commands.add_parser("export", help="write a model to ONNX (needs the onnx extra)")
     export.add_argument("source", metavar="SOURCE",
                         help="a variant (cnp's seeded weights) or a checkpoint file")
-    export.add_argument("target", metavar="OUT.onnx")
+    export.add_argument("target", metavar="OUT.onnx", help="the ONNX file to write")
     export.add_argument("--opset", type=positive_int, metavar="N",
                         help="ONNX opset (default: the exporter's; 17 or newer)")
     export.add_argument("--force", action="store_true", help="overwrite OUT.onnx if it exists")
@@ -67,7 +67,7 @@ def register(commands) -> None:
 
     check = commands.add_parser("check-onnx",
                                 help="does an ONNX export compute the model it claims to?")
-    check.add_argument("path", metavar="FILE.onnx")
+    check.add_argument("path", metavar="FILE.onnx", help="the ONNX file to check")
     check.add_argument("--variant", metavar="V", help="the variant the file should hold")
     check.add_argument("--weights", metavar="CKPT",
                        help="the checkpoint it was exported from (for the numerics)")

@@ -18,7 +18,8 @@ mutmut.log there), with the tests in SELECTION[module]. The table it prints:
   no tests   no selected test reaches the function
   excluded   listed in tests/mutation_equivalents.txt, each with its reason: equivalent (it
              cannot alter behaviour) or wording (a message's words change, every fact stays:
-             tests assert facts, not words)
+             tests assert facts, not words); and, by rule (USAGE_TEXT), a mutant that only
+             changes or drops the text of a command-line option's help= or metavar=
   score      (killed + timeout) / (mutants - excluded)
 Survivors are listed with their changed line; `mutmut show NAME` in the module's folder
 prints the whole diff.
@@ -47,6 +48,7 @@ import ast
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,10 +100,11 @@ SELECTION = {
     "bench": ["tests/test_cli_bench.py", "tests/test_benchmarks.py"],
     # Commands.
     "cli_checkpoints": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",
-                        "tests/test_checkpoint_convert.py"],
-    "cli_check": ["tests/test_cli_check.py"],
-    "cli_onnx": ["tests/test_onnx.py"],
-    "cli_bench": ["tests/test_cli_bench.py"],
+                        "tests/test_checkpoint_convert.py", "tests/test_inspect_text.py",
+                        "tests/test_cli.py"],
+    "cli_check": ["tests/test_cli_check.py", "tests/test_cli.py"],
+    "cli_onnx": ["tests/test_onnx.py", "tests/test_cli.py"],
+    "cli_bench": ["tests/test_cli_bench.py", "tests/test_cli.py"],
     "plugin": ["tests/test_plugin_checkpoints.py", "tests/test_plugin_model.py"],
 }
 
@@ -169,15 +172,39 @@ def run_mutmut(folder: Path, max_children: int) -> None:
         raise SystemExit(f"mutmut failed in {folder} (exit {done.returncode}):\n{tail}")
 
 
-def changed_line(folder: Path, mutant: str, module: str) -> str:
-    """The first line the mutant changes, as mutmut shows it."""
+def changed_lines(folder: Path, mutant: str, module: str) -> tuple[list[str], list[str]]:
+    """The lines the mutant removes and adds, as mutmut shows them."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
     with contextlib.chdir(folder):
-        diff = get_diff_for_mutant(mutant, path=f"cnp/{module}.py")
-    added = [line[1:].strip() for line in diff.splitlines()
-             if line.startswith("+") and not line.startswith("+++")]
+        diff = get_diff_for_mutant(mutant, path=f"cnp/{module}.py").splitlines()
+    removed = [line[1:].strip() for line in diff if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:].strip() for line in diff if line.startswith("+") and not line.startswith("+++")]
+    return removed, added
+
+
+def changed_line(folder: Path, mutant: str, module: str) -> str:
+    """The first line the mutant changes, as mutmut shows it."""
+    added = changed_lines(folder, mutant, module)[1]
     return added[0] if added else "(line removed)"
+
+
+# A help text or a usage placeholder (metavar) of a command-line option: what `--help`
+# shows. Tests check that every option has help (tests/test_cli.py), not its words; a
+# mutant that only rewords, blanks (None) or drops one of these is excluded as wording.
+USAGE_TEXT = re.compile(r'\b(help|metavar)=(f?"[^"]*"|None)\s*,?\s*')
+USAGE_TEXT_REASON = "wording: an option's help text or usage placeholder (USAGE_TEXT)"
+
+
+def only_usage_text(folder: Path, mutant: str, module: str) -> bool:
+    removed, added = (" ".join(lines) for lines in changed_lines(folder, mutant, module))
+
+    def without_usage_text(code: str) -> str:
+        code = USAGE_TEXT.sub("", re.sub(r"\s+", " ", code))
+        return re.sub(r",?\s*\)", ")", code).rstrip(", ")
+
+    keeps_help = "help=None" not in added  # a missing help is what the tests catch
+    return keeps_help and removed != added and without_usage_text(removed) == without_usage_text(added)
 
 
 def read_equivalents() -> dict[str, tuple[str, str]]:
@@ -204,7 +231,8 @@ def score(module: str, folder: Path, equivalents: dict) -> dict:
     meta = json.loads((folder / "mutants" / "cnp" / f"{module}.py.meta").read_text())
     codes = meta["exit_code_by_key"]
     row = {"module": module, "mutants": len(codes), "killed": 0, "timeout": 0, "survived": 0,
-           "no tests": 0, "other": 0, "excluded": 0, "survivors": [], "stale": []}
+           "no tests": 0, "other": 0, "excluded": 0, "usage text": 0, "survivors": [],
+           "stale": []}
     for name, code in sorted(codes.items()):
         status = ("killed" if code in KILLED else "timeout" if code in TIMEOUT
                   else "survived" if code in SURVIVED else "no tests" if code in NO_TESTS
@@ -215,6 +243,10 @@ def score(module: str, folder: Path, equivalents: dict) -> dict:
                 row["excluded"] += 1
                 continue
             row["stale"].append(f"{name}: listed in mutation_equivalents.txt but {status} or changed")
+        elif status in ("survived", "no tests") and only_usage_text(folder, name, module):
+            row["excluded"] += 1
+            row["usage text"] += 1
+            continue
         row[status] += 1
         if status in ("survived", "no tests", "other"):
             row["survivors"].append(f"{status:9} {name}: {changed_line(folder, name, module)}")
@@ -261,6 +293,8 @@ def main(argv=None) -> int:
         rows.append(row)
         for line in row["survivors"] + row["stale"]:
             print(f"  {line}")
+        if row["usage text"]:
+            print(f"  excluded as usage text (USAGE_TEXT): {row['usage text']}")
         skipped = not_mutated(module)
         if skipped:
             print(f"  not mutated (decorated): {', '.join(skipped)}")

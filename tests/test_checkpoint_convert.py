@@ -136,3 +136,16 @@ def test_convert_writes_beside_the_target_then_renames(source, precious, cli, mo
     assert cli("convert", "--force", source, precious).code == 0
     assert [os.path.dirname(p) for p in written] == [str(precious.parent)]
     assert str(precious) not in written
+
+
+def test_convert_says_which_file_it_wrote(source, tmp_path, cli):
+    target = tmp_path / "out.safetensors"
+    run = cli("convert", source, target)
+    assert run.code == 0 and str(target) in run.out and target.exists()
+
+
+def test_convert_splits_the_final_layer_by_the_joints_given(source, tmp_path, cli):
+    # The tiny model's final layer has 18 × 32 channels: 7 joints do not divide it.
+    target = tmp_path / "out.pth"
+    run = cli("convert", "--joints", "7", source, target)
+    assert run.code == 2 and "--joints" in run.err and not target.exists()

@@ -345,11 +345,14 @@ def test_a_quoted_message_without_words_is_the_error_type():
     assert one_line(OSError()) == "OSError"
 
 
-@pytest.mark.parametrize("command", ["table", "summary"])
+def _commands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+@pytest.mark.parametrize("command", list(_commands(make_parser()).choices))
 def test_command_and_its_options_have_help(command):
     # `cnp --help` lists each command with a line; `cnp COMMAND --help` each option.
-    parser = make_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = _commands(make_parser())
     assert next(c for c in commands._choices_actions if c.dest == command).help
     assert [a.dest for a in commands.choices[command]._actions if not a.help] == []
 
