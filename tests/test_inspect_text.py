@@ -104,7 +104,8 @@ def test_a_match_lists_no_differences(shown, variant):
 
 @pytest.fixture(scope="module")
 def s_labeled_xs(released, tmp_path_factory):
-    return save_official(released["s"][1], tmp_path_factory.mktemp("labeled") / "ConvNeXtPose_XS.tar")
+    folder = tmp_path_factory.mktemp("labeled")
+    return save_official(released["s"][1], folder / "ConvNeXtPose_XS.tar")
 
 
 def test_mismatch_names_the_variant_held_and_the_one_expected(s_labeled_xs, cli):
