@@ -86,7 +86,8 @@ SELECTION = {
     "checkpoints": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",
                     "tests/test_checkpoint_convert.py", "tests/test_checkpoint_properties.py",
                     "tests/test_plugin_checkpoints.py"],
-    "unpacking": ["tests/test_checkpoint_forms.py", "tests/test_checkpoints.py"],
+    "unpacking": ["tests/test_checkpoint_forms.py", "tests/test_checkpoints.py",
+                  "tests/test_unpacking_edges.py"],
     # A user's implementation: `cnp check` and the plugin's --cnp-model.
     "conformance": ["tests/test_cli_check.py", "tests/test_plugin_model.py"],
     "target": ["tests/test_cli_check.py", "tests/test_plugin_model.py"],
@@ -101,7 +102,7 @@ SELECTION = {
     # Commands.
     "cli_checkpoints": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",
                         "tests/test_checkpoint_convert.py", "tests/test_inspect_text.py",
-                        "tests/test_cli.py"],
+                        "tests/test_checkpoint_edges.py", "tests/test_cli.py"],
     "cli_check": ["tests/test_cli_check.py", "tests/test_cli.py"],
     "cli_onnx": ["tests/test_onnx.py", "tests/test_cli.py"],
     "cli_bench": ["tests/test_cli_bench.py", "tests/test_cli.py"],

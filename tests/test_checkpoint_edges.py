@@ -4,6 +4,7 @@ upsampling no convention gives, NaN weights in a file that is also the wrong var
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 
 import pytest
@@ -76,3 +77,11 @@ def test_nonfinite_values_are_reported_beside_architecture_differences(tiny_stat
     checks = {d.check: d for d in report.differences}
     assert {"backbone.depths", "backbone.dims", "values.nonfinite"} <= set(checks)
     assert checks["values.nonfinite"].found == {"head.final_layer.weight": 1}
+
+
+def test_inspect_text_says_the_upsampling_is_unknown_and_why(depth_24_file, cli):
+    _, path = depth_24_file
+    [line] = [line for line in cli("inspect", path).out.splitlines()
+              if line.lstrip().startswith("upsampling")]
+    assert not re.match(r"\s*upsampling \d", line)  # no factors: none can be inferred
+    assert "depth_dim 24" in line

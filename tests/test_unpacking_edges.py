@@ -1,0 +1,133 @@
+"""Finding the one checkpoint in a folder or an archive: the edges of what counts as one.
+
+Which archive members are taken for checkpoints (by their first bytes, whatever their
+names), what a refusal lists when an archive holds none, what marks a folder as an
+unzipped checkpoint with its data.pkl missing, and that reading an unzipped folder never
+writes to it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from cnp import CheckpointError
+from cnp.checkpoints import inspect, read
+from checkpoint_files import packed, save_official, unzipped
+
+
+def legacy_file(state: dict, path, protocol: int = 2):
+    """torch's pre-zip format (a pickle stream), as `_use_new_zipfile_serialization=False`
+    writes it; older training scripts and some ports still save that way."""
+    torch.save(state, path, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    return path
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_a_legacy_checkpoint_is_found_in_an_archive_by_its_first_bytes(protocol, tiny_state,
+                                                                        tmp_path):
+    legacy = legacy_file(tiny_state, tmp_path / "weights.bin", protocol)  # named like no checkpoint
+    report = inspect(packed(tmp_path / "release.tar", {"weights.bin": legacy}))
+    assert (report.format, report.container, report.member) == ("torch-legacy", "tar", "weights.bin")
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_legacy_checkpoint_of_pickle_protocol_4_or_5_is_found_and_refused_by_name(
+        protocol, tiny_state, tmp_path):
+    # torch's weights-only unpickler does not read their framed streams (opcode FRAME);
+    # the refusal must say so about that member, not claim the archive holds no checkpoint.
+    legacy = legacy_file(tiny_state, tmp_path / "weights.bin", protocol)
+    archive = packed(tmp_path / "release.tar", {"weights.bin": legacy})
+    with pytest.raises(CheckpointError) as error:
+        read(archive)
+    assert error.value.path == str(archive)
+    assert "member weights.bin" in error.value.problem and "weights_only" in error.value.problem
+
+
+@pytest.mark.parametrize("head", [b"\x80\x01", b"\x80\x06", b"\x81\x02", b"A\x02"],
+                         ids=["pickle-protocol-1", "no-protocol-6", "not-0x80", "text"])
+def test_a_member_that_only_resembles_a_pickle_is_not_a_checkpoint(head, tiny_state, tmp_path):
+    # torch never writes pickle protocol 0 or 1 streams, and no protocol 6 exists.
+    (tmp_path / "notes.dat").write_bytes(head + b"\x00" * 30)
+    legacy = legacy_file(tiny_state, tmp_path / "weights.bin")
+    archive = packed(tmp_path / "release.tar", {"notes.dat": tmp_path / "notes.dat",
+                                                "weights.bin": legacy})
+    assert inspect(archive).member == "weights.bin"  # one checkpoint, not two
+
+
+def test_a_safetensors_member_is_found_by_its_header(tiny_state, tmp_path):
+    save_file(dict(tiny_state), tmp_path / "weights.bin")
+    report = inspect(packed(tmp_path / "release.zip", {"weights.bin": tmp_path / "weights.bin"}))
+    assert (report.format, report.container, report.member) == ("safetensors", "zip", "weights.bin")
+
+
+@pytest.mark.parametrize("count", [5, 6, 8])
+def test_an_archive_without_a_checkpoint_names_five_files_and_counts_the_rest(count, tmp_path):
+    names = [f"note{i}.txt" for i in range(count)]
+    for name in names:
+        (tmp_path / name).write_text("not weights\n")
+    archive = packed(tmp_path / "docs.tar", {name: tmp_path / name for name in names})
+    with pytest.raises(CheckpointError) as error:
+        read(archive)
+    message = error.value.problem
+    assert "no checkpoint" in message and f"{count} files" in message
+    assert all(name in message for name in names[:5])
+    assert not any(name in message for name in names[5:])
+    assert (f"+{count - 5} more" in message) == (count > 5) and ("more" in message) == (count > 5)
+
+
+@pytest.fixture
+def unzipped_tiny(tiny_state, tmp_path):
+    """The tiny model's released file, unzipped: the inner root folder (data.pkl, data/...)."""
+    return unzipped(save_official(tiny_state, tmp_path / "a.tar"), tmp_path / "extracted")
+
+
+@pytest.mark.parametrize("marker", ["data", "version", "byteorder"])
+def test_a_folder_with_any_torch_record_but_no_data_pkl_is_an_incomplete_checkpoint(marker,
+                                                                                     tmp_path):
+    folder = tmp_path / "snapshot_83.pth"
+    folder.mkdir()
+    if marker == "data":
+        (folder / "data").mkdir()
+        (folder / "data" / "0").write_bytes(b"\x00" * 8)
+    else:
+        (folder / marker).write_text("3\n" if marker == "version" else "little")
+    with pytest.raises(CheckpointError) as error:
+        read(tmp_path)
+    assert error.value.path == str(folder)
+    assert "data.pkl" in error.value.problem and "missing" in error.value.problem
+
+
+def test_a_folder_of_other_files_is_not_taken_for_a_checkpoint(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "train.log").write_text("epoch 83\n")
+    with pytest.raises(CheckpointError) as error:
+        read(tmp_path)
+    assert error.value.path == str(tmp_path)
+    assert "not an unzipped checkpoint" in error.value.problem
+
+
+def test_reading_an_unzipped_folder_never_writes_to_it(unzipped_tiny):
+    before = {p: p.read_bytes() for p in (unzipped_tiny / "data").iterdir()}
+    tensors = read(unzipped_tiny).tensors()
+    with torch.no_grad():
+        for tensor in tensors.values():
+            tensor.add_(1)  # the caller's copy changes; the files must not
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_record_missing_from_an_archived_folder_names_the_archive(unzipped_tiny, tmp_path):
+    (unzipped_tiny / "data" / "3").unlink()
+    archive = packed(tmp_path / "release.tar", {"snapshot_83.pth": unzipped_tiny})
+    with pytest.raises(CheckpointError) as error:
+        read(archive).tensors()
+    assert error.value.path == str(archive)
+    assert "data/3" in error.value.problem and "missing" in error.value.problem
+
+
+def test_an_unzipped_folder_from_before_serialization_ids_is_read(unzipped_tiny, tiny_state):
+    # Newer torch versions write .data/serialization_id; files saved by older ones lack it.
+    (unzipped_tiny / ".data" / "serialization_id").unlink()
+    tensors = read(unzipped_tiny).tensors()
+    assert all(torch.equal(tensors[key], tiny_state[key]) for key in tiny_state)
