@@ -40,6 +40,21 @@ def _check_plot_target(args) -> None:
         raise UsageError(f"--plot {args.plot}: no such directory {args.plot.parent}")
 
 
+# Printed under the table: how it was measured and what each column means.
+BENCH_NOTES = """
+medians of {repeats} interleaved runs per backend; {device} {cpu}, {threads} torch threads \
+(ONNX Runtime: as many intra-op threads, no spinning), load average {load:.2f} at start
+vs X: the median over rounds of X's time / this backend's time in the same round \
+(above 1: faster than X).
+setup s: building the backend from the eager model (rewrite, export, session), timed once, \
+not in ms/img.
+GFLOP/s = 2 x cnp MACs per image ({convention}) x img/s / 1e9;
+  the fast path runs fewer MACs than that (last 1x1 conv before the last upsampling), \
+so its figure is an effective rate.
+roofline: fp32 torch.mm {roofline:.1f} GFLOP/s, same process and threads; \
+fraction = GFLOP/s / roofline."""
+
+
 def _print_bench(results: list[dict], machine: dict) -> None:
     names = list(results[0]["backends"])
     rows = [["variant", "batch", "backend", "engine", "ms/img", "img/s", "GFLOP/s", "roofline",
@@ -53,19 +68,10 @@ def _print_bench(results: list[dict], machine: dict) -> None:
                            for other in names])
     print_columns(rows)
     first = results[0]
-    print(f"\nmedians of {first['repeats']} interleaved runs per backend; {machine['device']} "
-          f"{machine['cpu']}, {machine['torch_threads']} torch threads (ONNX Runtime: as many "
-          f"intra-op threads, no spinning), load average {machine['load_average_1min']:.2f} "
-          "at start"
-          "\nvs X: the median over rounds of X's time / this backend's time in the same round"
-          " (above 1: faster than X)."
-          "\nsetup s: building the backend from the eager model (rewrite, export, session),"
-          " timed once, not in ms/img."
-          f"\nGFLOP/s = 2 x cnp MACs per image ({MAC_CONVENTION}) x img/s / 1e9;"
-          "\n  the fast path runs fewer MACs than that (last 1x1 conv before the last"
-          " upsampling), so its figure is an effective rate."
-          f"\nroofline: fp32 torch.mm {first['roofline_gflops_s']:.1f} GFLOP/s, same process"
-          " and threads; fraction = GFLOP/s / roofline.")
+    print(BENCH_NOTES.format(
+        repeats=first["repeats"], device=machine["device"], cpu=machine["cpu"],
+        threads=machine["torch_threads"], load=machine["load_average_1min"],
+        convention=MAC_CONVENTION, roofline=first["roofline_gflops_s"]))
 
 
 def _backends(args) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from cnp import bench
 from cnp.specs import VARIANTS
@@ -117,6 +118,16 @@ def test_bench_table_shows_one_line_per_backend_with_its_ratios(replay_xs, cli):
                                 f"{measured['img_s']:.1f}", f"{measured['gflops_s']:.1f}",
                                 f"{measured['roofline_fraction']:.0%}",
                                 f"{measured['setup_s']:.2f}"] + ratios
+
+
+def test_bench_table_notes_say_how_it_was_measured(replay_xs, cli):
+    from cnp.analysis import MAC_CONVENTION
+
+    notes = cli("bench", "xs", "--backend", ",".join(BACKENDS)).out.split("\n\n", 1)[1]
+    assert f"{replay_xs['repeats']} interleaved runs" in notes
+    assert f"{torch.get_num_threads()} torch threads" in notes
+    assert f"{replay_xs['roofline_gflops_s']:.1f} GFLOP/s" in notes
+    assert MAC_CONVENTION in notes
 
 
 def test_bench_unknown_backend_is_one_line_exit_2(cli):
