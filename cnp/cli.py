@@ -80,4 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m cnp.cli` runs this file as __main__, a second copy of the module: the
+    # commands raise cnp.cli.UsageError, which only cnp.cli's own main() catches.
+    from cnp.cli import main as cnp_main
+
+    sys.exit(cnp_main())

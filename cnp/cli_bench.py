@@ -82,6 +82,8 @@ def _backends(args) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise UsageError(f"--backend {args.backend}: a backend is named twice")
     require_backends(names)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device")
     if args.device != "cpu" and any(b in ("onnxruntime",) for b in names):
         raise UsageError(f"--backend onnxruntime runs on the CPU only, not --device {args.device}")
     if args.plot is not None and not {"eager", "fast"} <= set(names):

@@ -128,6 +128,7 @@ def test_bench_table_notes_say_how_it_was_measured(replay_xs, cli):
     assert f"{torch.get_num_threads()} torch threads" in notes
     assert f"{replay_xs['roofline_gflops_s']:.1f} GFLOP/s" in notes
     assert MAC_CONVENTION in notes
+    assert f"cpu {bench.machine_info('cpu')['cpu']}" in notes  # the device, the processor
 
 
 def test_bench_unknown_backend_is_one_line_exit_2(cli):
@@ -150,6 +151,105 @@ def test_bench_backend_not_installed_is_one_line_exit_2(cli, monkeypatch):
 def test_bench_backend_named_twice_is_one_line_exit_2(cli):
     result = cli("bench", "xs", "--backend", "fast,eager,fast")
     assert result.code == 2 and result.err.count("\n") == 1
+    assert "fast,eager,fast" in result.err and "twice" in result.err
+
+
+def test_bench_on_a_device_torch_does_not_see_is_one_line_exit_2(cli, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = cli("bench", "xs", "--device", "cuda", "--backend", "eager")
+    assert (result.code, result.out) == (2, "")
+    assert result.err.count("\n") == 1 and "--device cuda" in result.err
+
+
+@pytest.mark.parametrize("backends", ["onnxruntime", "eager,onnxruntime"])
+def test_bench_refuses_onnxruntime_off_the_cpu(backends, cli, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # checked before any timing
+    result = cli("bench", "xs", "--device", "cuda", "--backend", backends)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "onnxruntime" in result.err and "cuda" in result.err
+
+
+def test_bench_off_the_cpu_without_onnxruntime_is_not_refused_for_it(cli, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench, "machine_info", lambda device: (_ for _ in ()).throw(
+        RuntimeError("past the checks")))
+    with pytest.raises(RuntimeError, match="past the checks"):
+        cli("bench", "xs", "--device", "cuda", "--backend", "eager,fast")
+
+
+@pytest.mark.slow
+def test_bench_usage_error_from_the_module_entry_point_is_one_line(cli_process):
+    # `python -m cnp.cli` runs cli.py as __main__; the command's UsageError must still be
+    # caught (it once escaped as a traceback there).
+    result = cli_process("bench", "xs", "--backend", "fast,fast")
+    assert result.code == 2
+    assert result.err.startswith("cnp: error: ") and result.err.count("\n") == 1
+
+
+def test_bench_runs_every_variant_by_default(replay_xs, cli):
+    result = cli("bench", "--backend", "eager")
+    assert result.code == 0
+    total = len(VARIANTS) + 1  # the roofline, then one step per variant
+    for step, name in enumerate(VARIANTS, start=2):
+        assert f"[{step}/{total}] {name} batch 1" in result.err
+
+
+def test_bench_threads_sets_torchs_threads(replay_xs, cli, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)  # the session's stay as they are
+    assert cli("bench", "xs", "--backend", "eager", "--threads", "3").code == 0
+    assert calls == [3]
+
+
+def test_bench_progress_on_a_terminal_rewrites_one_line(replay_xs):
+    import contextlib
+    import io
+
+    from cnp.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    with contextlib.redirect_stderr(terminal), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["bench", "xs", "--backend", "eager"]) == 0
+    text = terminal.getvalue()
+    # Each step returns to the line's start and clears it; one newline, after the last.
+    assert text.count("\r\033[K") == 2 and text.count("\n") == 1 and text.endswith("\n")
+    assert "[1/2]" in text and "[2/2] xs batch 1" in text
+
+
+def test_bench_progress_in_a_log_is_one_line_per_step(xs_report):
+    lines = [line for line in xs_report[2].splitlines() if line.startswith("cnp bench [")]
+    assert [line.split("]")[0] for line in lines] == ["cnp bench [1/2", "cnp bench [2/2"]
+    assert "\r" not in xs_report[2]
+
+
+def test_plot_needs_eager_and_fast(tmp_path, cli):
+    result = cli("bench", "xs", "--backend", "fast,onnxruntime", "--plot", tmp_path / "p.png")
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert all(word in result.err for word in ("--plot", "eager", "fast"))
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_without_plot_any_backends_may_be_timed(replay_xs, cli):
+    assert cli("bench", "xs", "--backend", "fast").code == 0
+
+
+def test_plot_file_name_must_say_its_format(tmp_path, cli):
+    pytest.importorskip("matplotlib", reason="matplotlib (extra 'plot') is not installed")
+    result = cli("bench", "xs", "--plot", tmp_path / "p.txt", *QUICK)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert str(tmp_path / "p.txt") in result.err
+    assert all(suffix in result.err for suffix in (".png", ".svg", ".pdf"))
+
+
+def test_plot_into_a_missing_folder_names_it(tmp_path, cli):
+    pytest.importorskip("matplotlib", reason="matplotlib (extra 'plot') is not installed")
+    result = cli("bench", "xs", "--plot", tmp_path / "none" / "p.png", *QUICK)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert str(tmp_path / "none") in result.err and not (tmp_path / "none").exists()
 
 
 def test_bench_unknown_variant_is_one_line_exit_2(cli):
