@@ -17,13 +17,14 @@ from cnp import CheckpointError, VARIANTS
 from cnp.checkpoints import fingerprint, from_state_dict, infer, inspect, load
 from checkpoint_files import POSITIONAL_HEAD_VARIANTS, RunsCode, official_state, save_official
 
+from scopes import module_unless_mutating
 from spec_page import SPEC_PAGE  # the variants table of docs/spec.md
 
 
 # ---------------------------------------------------------------- the released form
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=module_unless_mutating)
 def report_of(released):
     """variant → `inspect` of its file in the released form, computed once per module."""
     reports = {}

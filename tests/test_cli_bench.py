@@ -11,6 +11,7 @@ import torch
 
 from cnp import bench
 from cnp.specs import VARIANTS
+from scopes import module_unless_mutating
 from spec_page import PAPER_PAGE
 
 QUICK = ["--repeats", "3", "--warmup", "0"]  # correctness of the report, not a timing (3:
@@ -32,7 +33,7 @@ def quick_export(model, **_):
     return to_onnx(FastConvNeXtPose(model))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=module_unless_mutating)
 def xs_report(cli):
     """One quick `cnp bench xs --backend ... --json` run shared by the tests that read it
     (on one thread, as every correctness run: see conftest._one_thread_unless_timing)."""
@@ -184,6 +185,32 @@ def test_bench_usage_error_from_the_module_entry_point_is_one_line(cli_process):
     result = cli_process("bench", "xs", "--backend", "fast,fast")
     assert result.code == 2
     assert result.err.startswith("cnp: error: ") and result.err.count("\n") == 1
+
+
+def test_bench_passes_every_option_to_the_measurement(replay_xs, cli, monkeypatch):
+    calls = {}
+
+    def roofline(**options):
+        calls["roofline"] = options
+        return 123.0
+
+    def measure(variant, **options):
+        calls[variant] = options
+        return SimpleNamespace(to_dict=lambda: replay_xs)
+
+    monkeypatch.setattr(bench, "matmul_roofline", roofline)
+    monkeypatch.setattr(bench, "bench_variant", measure)
+    argv = ["--backend", "eager,fast", "--batch", "2", "--repeats", "2", "--warmup", "1"]
+    assert cli("bench", "xs", *argv).code == 0
+    assert calls["roofline"] == {"repeats": 3, "device": "cpu"}  # at least 3 timed runs
+    assert calls["xs"] == {"backends": ("eager", "fast"), "batch": 2, "repeats": 2, "warmup": 1,
+                           "device": "cpu", "roofline_gflops_s": 123.0}
+
+
+def test_bench_json_has_the_results_and_the_machine(replay_xs, cli):
+    report = json.loads(cli("bench", "xs", "--backend", "eager", "--json").out)
+    assert set(report) == {"results", "machine"}
+    assert report["results"] == [replay_xs] and report["machine"]["device"] == "cpu"
 
 
 def test_bench_runs_every_variant_by_default(replay_xs, cli):
