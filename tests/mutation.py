@@ -37,9 +37,8 @@ Two traps of mutmut on this code base, handled here:
   A module- or session-scoped fixture has the same effect: make it function-scoped where
   that is cheap with the caches warm (tests/test_cli.py), or give it the scope
   tests/scopes.py's module_unless_mutating ("function" when MUTANT_UNDER_TEST is set):
-  test_cli_bench's and test_checkpoints' shared reports have it. Other module fixtures
-  (test_cli_check, test_fast, test_checkpoint_forms) do not yet: give them it before
-  measuring the modules they exercise.
+  the shared runs of test_cli_bench, test_checkpoints, test_cli_check and test_fast have it
+  (fixtures that only write files, like test_checkpoint_forms' forms, need not).
 mutmut never mutates decorated functions (properties, cached functions): the script lists
 them as "not mutated".
 """

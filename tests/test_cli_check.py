@@ -15,6 +15,7 @@ import pytest
 
 from cnp import cli
 from implementations import IMPLEMENTATIONS, official_style
+from scopes import module_unless_mutating
 
 CHECK_NAMES = ["keys", "counts", "stages", "head", "upsampling", "output", "numerics"]
 
@@ -35,7 +36,7 @@ def _main(*argv) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=module_unless_mutating)
 def check_json(repo):
     """check_json("official.py:build", "xs") -> (exit code, {variant: JSON object}), run once."""
     runs = {}

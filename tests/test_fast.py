@@ -33,6 +33,7 @@ from cnp import VARIANTS, build, get_spec, soft_argmax
 from cnp.fast import (ENGINES, default_engine, fast_forward, fast_model, fold_bn_after_conv,
                       fold_bn_before_conv, soft_argmax_channels_last)
 from cnp.testing import seeded_input, seeded_model
+from scopes import module_unless_mutating
 from spec_page import SPEC_PAGE
 
 HEATMAP_TOL = 1e-5
@@ -77,7 +78,7 @@ class EagerRuns(dict):
         return self[variant]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=module_unless_mutating)
 def eager_runs():
     return EagerRuns()
 
