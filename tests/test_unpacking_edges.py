@@ -131,3 +131,13 @@ def test_an_unzipped_folder_from_before_serialization_ids_is_read(unzipped_tiny,
     (unzipped_tiny / ".data" / "serialization_id").unlink()
     tensors = read(unzipped_tiny).tensors()
     assert all(torch.equal(tensors[key], tiny_state[key]) for key in tiny_state)
+
+
+@pytest.mark.parametrize("form", ["folder", "archived-folder"])
+def test_an_empty_tensor_in_an_unzipped_checkpoint_reads_back_empty(form, tiny_state, tmp_path):
+    # A zero-element tensor has a zero-byte storage record: nothing to map or copy.
+    state = {**tiny_state, "extra.empty": torch.empty(0, 3)}
+    root = unzipped(save_official(state, tmp_path / "a.tar"), tmp_path / "extracted")
+    path = root if form == "folder" else packed(tmp_path / "r.tar", {"snapshot_83.pth": root})
+    [empty] = [t for key, t in read(path).tensors().items() if key.endswith("extra.empty")]
+    assert empty.shape == (0, 3) and empty.dtype == torch.float32
