@@ -250,6 +250,7 @@ def test_bench_progress_on_a_terminal_rewrites_one_line(replay_xs):
 def test_bench_progress_in_a_log_is_one_line_per_step(xs_report):
     lines = [line for line in xs_report[2].splitlines() if line.startswith("cnp bench [")]
     assert [line.split("]")[0] for line in lines] == ["cnp bench [1/2", "cnp bench [2/2"]
+    assert "roofline" in lines[0] and "cpu" in lines[0]  # step 1 measures the roofline
     assert "\r" not in xs_report[2]
 
 
