@@ -317,5 +317,8 @@ def test_plot_refuses_to_overwrite_without_force(tmp_path, cli):
 def test_plot_draws_a_png(replay_xs, tmp_path, cli):
     pytest.importorskip("matplotlib", reason="matplotlib (extra 'plot') is not installed")
     target = tmp_path / "p.png"
-    assert cli("bench", "xs", "--plot", target).code == 0
+    result = cli("bench", "xs", "--plot", target)
+    assert result.code == 0
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Which file was written goes to stderr, beside the progress; stdout keeps the table.
+    assert str(target) in result.err.splitlines()[-1] and str(target) not in result.out
