@@ -102,10 +102,11 @@ def _soft_argmax(graph: _Graph, heatmaps: str, joint_num: int, depth: int, heigh
         "line_weights", weights.reshape(-1, 4))], "moments")  # (N·J, 4): x, y, z, total
     # Divided by the total they were summed with, not by Softmax's own sum: rounding in the
     # normalization then cancels (see the module docstring).
-    numerators = graph.node("Slice", [moments, shape("x.start", 0), shape("z.end", 3),
-                                      shape("columns", 1)], "numerators")
-    total = graph.node("Slice", [moments, shape("total.start", 3), shape("total.end", 4),
-                                 shape("total.axis", 1)], "total")
+    columns = shape("columns", 1)
+    numerators = graph.node("Slice", [moments, shape("x.start", 0), shape("z.end", 3), columns],
+                            "numerators")
+    total = graph.node("Slice", [moments, shape("total.start", 3), shape("total.end", 4), columns],
+                       "total")
     expected = graph.node("Div", [numerators, total], "expected")  # (N·J, 3): x, y, z
     return graph.node("Reshape", [expected, shape("coords.shape", -1, joint_num, 3)], COORDS)
 

@@ -29,6 +29,22 @@ def released(tmp_path_factory):
 
 
 @pytest.fixture
+def s_model_labeled_xs(released, tmp_path):
+    """S's weights in the released form, under XS's file name."""
+    return save_official(released["s"][1], tmp_path / "ConvNeXtPose_XS.tar")
+
+
+@pytest.fixture
+def nonfinite_file(tiny_state, tmp_path):
+    """A file whose final layer holds one NaN and one +Inf."""
+    state = dict(tiny_state)
+    weight = state["head.final_layer.weight"].clone()
+    weight[0, 0, 0, 0], weight[1, 0, 0, 0] = float("nan"), float("inf")
+    state["head.final_layer.weight"] = weight
+    return save_official(state, tmp_path / "a.tar")
+
+
+@pytest.fixture
 def pytester(pytester, monkeypatch):
     """pytest's `pytester`, whose nested runs are never xdist workers: under `pytest -n N`
     this process is one, and syrupy reads that from the environment (a nested run would

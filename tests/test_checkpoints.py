@@ -114,11 +114,6 @@ def test_load_restores_every_tensor_bit_exact(released, variant):
 # ---------------------------------------------------------------- a mislabeled file
 
 
-@pytest.fixture
-def s_model_labeled_xs(released, tmp_path):
-    return save_official(released["s"][1], tmp_path / "ConvNeXtPose_XS.tar")
-
-
 def test_file_labeled_xs_holding_s_is_reported_as_s(s_model_labeled_xs):
     report = inspect(s_model_labeled_xs)
     assert (report.matched_variant, report.expected_variant, report.match) == ("s", "xs", False)
@@ -161,16 +156,6 @@ def test_expect_overrides_the_file_name(released):
 
 
 # ---------------------------------------------------------------- values
-
-
-@pytest.fixture
-def nonfinite_file(tiny_state, tmp_path):
-    """A file whose final layer holds one NaN and one +Inf."""
-    state = dict(tiny_state)
-    weight = state["head.final_layer.weight"].clone()
-    weight[0, 0, 0, 0], weight[1, 0, 0, 0] = float("nan"), float("inf")
-    state["head.final_layer.weight"] = weight
-    return save_official(state, tmp_path / "a.tar")
 
 
 def test_nonfinite_weights_are_counted(nonfinite_file):

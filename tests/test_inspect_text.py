@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import torch
 
-from checkpoint_files import packed, save_official, unzipped
+from checkpoint_files import packed, unzipped
 from spec_page import SPEC_PAGE
 
 # XS stores its head by name, M by position (as the released files do); 2 and 3 upsamplings.
@@ -102,31 +102,25 @@ def test_a_match_lists_no_differences(shown, variant):
     assert len(shown[variant]) == 4 and not any("difference" in line for line in shown[variant])
 
 
-@pytest.fixture(scope="module")
-def s_labeled_xs(released, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("labeled")
-    return save_official(released["s"][1], folder / "ConvNeXtPose_XS.tar")
-
-
-def test_mismatch_names_the_variant_held_and_the_one_expected(s_labeled_xs, cli):
-    first = report_lines(cli, s_labeled_xs)[0]
-    assert first.startswith(f"{s_labeled_xs}: MISMATCH: ")
+def test_mismatch_names_the_variant_held_and_the_one_expected(s_model_labeled_xs, cli):
+    first = report_lines(cli, s_model_labeled_xs)[0]
+    assert first.startswith(f"{s_model_labeled_xs}: MISMATCH: ")
     assert "holds S" in first and "expected XS" in first and "file name" in first
 
 
 @pytest.mark.parametrize("field, page_field", [("backbone.depths", "depths"),
                                                ("backbone.dims", "dims"),
                                                ("head.channels", "head")])
-def test_mismatch_names_each_difference_with_both_values(s_labeled_xs, cli, field, page_field):
-    lines = [line for line in report_lines(cli, s_labeled_xs) if f"difference {field}:" in line]
+def test_mismatch_names_each_difference_with_both_values(s_model_labeled_xs, cli, field, page_field):
+    lines = [line for line in report_lines(cli, s_model_labeled_xs) if f"difference {field}:" in line]
     assert len(lines) == 1
     assert listed(lines[0], "expected") == SPEC_PAGE["xs"][page_field]
     assert listed(lines[0], "found") == SPEC_PAGE["s"][page_field]
     assert "stored" in lines[0]  # read off the file, not measured
 
 
-def test_expected_variant_from_the_argument(s_labeled_xs, cli):
-    first = report_lines(cli, "--expect", "s", s_labeled_xs)[0]
+def test_expected_variant_from_the_argument(s_model_labeled_xs, cli):
+    first = report_lines(cli, "--expect", "s", s_model_labeled_xs)[0]
     assert ": ok: " in first and "expected S" in first and "argument" in first
 
 
@@ -163,13 +157,10 @@ def test_every_prefix_is_named_outermost_first(tiny_state, tmp_path, cli):
     assert form.index("prefix module.") < form.index("prefix _orig_mod.")
 
 
-def test_fingerprints_option_reports_nonfinite_values_with_their_tensor(tiny_state, tmp_path, cli):
-    state = dict(tiny_state)
-    weight = state["head.final_layer.weight"].clone()
-    weight[0, 0, 0, 0], weight[1, 0, 0, 0] = float("nan"), float("inf")
-    path = save_official({**state, "head.final_layer.weight": weight}, tmp_path / "a.tar")
-    assert not any("nonfinite" in line for line in report_lines(cli, path))  # values unread
-    [line] = [line for line in report_lines(cli, "--fingerprints", path) if "nonfinite" in line]
+def test_fingerprints_option_reports_nonfinite_values_with_their_tensor(nonfinite_file, cli):
+    assert not any("nonfinite" in line for line in report_lines(cli, nonfinite_file))  # unread
+    [line] = [line for line in report_lines(cli, "--fingerprints", nonfinite_file)
+              if "nonfinite" in line]
     assert "head.final_layer.weight" in line and listed(line, "'head.final_layer.weight':") == [2]
 
 
