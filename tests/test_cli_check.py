@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 
 import pytest
 
 from cnp import cli
+from cnp.errors import InputError
+from cnp.target import load_factory
 from implementations import IMPLEMENTATIONS, official_style
 from scopes import module_unless_mutating
 
@@ -185,13 +188,40 @@ def test_numerical_differences_fail_numerics_only_xs(check_json, stem):
     assert by_name(rows["xs"])["numerics"]["found"]["heatmaps"] > 1.0
 
 
+def test_text_output_shows_expected_and_found_of_a_failing_check_s(repo):
+    """What a failing check was measured against, in the text report as in --json: the
+    spec's upsampling factors and output shape, then what the model gave."""
+    code, out, _ = _main("check", repo / "s_upsamples_three_times.py:build", "--variant", "s")
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in out.splitlines()[1:]}
+    assert code == 1
+    assert rows["upsampling"][0] == "fail" and rows["upsampling"][1].startswith(
+        "expected [2,2,1]; found x2 x2 x2")
+    assert rows["output"][0] == "fail" and rows["output"][1].startswith(
+        "expected [576,32,32]; found 576x64x64")
+    # keys and numerics say what differs in their own words: no expected/found prefix
+    assert not rows["numerics"][1].startswith("expected")
+
+
+def test_text_output_shows_the_start_of_the_rename_map_xs(repo, check_json):
+    _, rows = check_json("fork.py:make", "xs")
+    rename_map = rows["xs"]["rename_map"]
+    code, out, _ = _main("check", repo / "fork.py:make", "--variant", "xs")
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  rename map"))
+    assert code == 1
+    assert f"({len(rename_map)} keys, yours -> official" in lines[start]
+    assert lines[start + 1:] == [f"    {key} -> {name}" for key, name in list(rename_map.items())[:3]]
+
+
 # ---------------------------------------------------------------- bad targets
 
 BROKEN = {
     "raises_on_import.py": "raise RuntimeError('the config file is missing')\n",
     "imports_missing.py": "import cnp_no_such_dependency\n",
     "factories.py": ("def raises(variant):\n    raise ValueError('unknown backbone')\n\n"
-                     "def returns_int(variant):\n    return 42\n\nCONSTANT = 3\n"),
+                     "def returns_int(variant):\n    return 42\n\n"
+                     "def raises_bare(variant):\n    raise RuntimeError()\n\nCONSTANT = 3\n"),
+    "notes.txt": "def build(variant):\n    return None\n",
 }
 
 
@@ -210,10 +240,13 @@ def broken_repo(repo):
     ("imports_missing.py:build", "raised ModuleNotFoundError"),
     ("factories.py:raises", "raises('xs') raised ValueError: unknown backbone"),
     ("factories.py:returns_int", "returns_int('xs') returned a int, not a torch.nn.Module"),
-    ("factories.py:CONSTANT", "CONSTANT is not callable"),
+    ("factories.py:raises_bare", "raises_bare('xs') raised RuntimeError\n"),
+    ("factories.py:CONSTANT", "CONSTANT is not callable (it is a int)"),
     ("official.py", "expected FILE.py:NAME or MODULE:NAME"),
+    ("notes.txt:build", "not a Python file"),
 ], ids=["no-file", "no-module", "no-name", "import-raises", "import-error", "factory-raises",
-        "not-a-module", "not-callable", "no-name-given"])
+        "factory-raises-no-message", "not-a-module", "not-callable", "no-name-given",
+        "not-python"])
 def test_bad_target_is_exit_2_with_one_line(broken_repo, target, problem):
     spelled = target if target.startswith("cnp_") else str(broken_repo / target)
     code, out, err = _main("check", spelled, "--variant", "xs")
@@ -226,6 +259,95 @@ def test_no_provided_variant_is_exit_2(repo):
     code, out, err = _main("check", repo / "official.py:build", "--variant", "m", "--variant", "l")
     assert (code, out) == (2, "")
     assert "provides none of the variants asked for (m, l)" in err
+
+
+@pytest.mark.parametrize("target", [":build", "official.py:", "official.py:build()"],
+                         ids=["no-location", "nothing-after-the-colon", "not-a-name"])
+def test_target_not_of_the_form_is_exit_2_with_one_line(target):
+    code, out, err = _main("check", target, "--variant", "xs")
+    assert (code, out, err) == (2, "", f"cnp: error: {target}: expected FILE.py:NAME or MODULE:NAME\n")
+
+
+def test_a_colon_in_the_folder_name_is_part_of_the_path(broken_repo, tmp_path):
+    """TARGET splits at its last colon: a folder called `run:2` is a folder, and the
+    factory named in a refusal is the NAME after that colon."""
+    folder = tmp_path / "run:2"
+    folder.mkdir()
+    (folder / "factories.py").write_text((broken_repo / "factories.py").read_text())
+    target = f"{folder / 'factories.py'}:raises"
+    code, out, err = _main("check", target, "--variant", "xs")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"cnp: error: {target}: raises('xs') raised ValueError: unknown backbone")
+
+
+def test_a_file_target_imports_its_own_neighbours_first(tmp_path, monkeypatch):
+    """As `python model.py` would: the file's folder comes first on sys.path, so its
+    `config.py` wins over any other module called config."""
+    for folder, value in (("elsewhere", "someone else's"), ("user", "the user's")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "config.py").write_text(f"cfg = {value!r}\n")
+    (tmp_path / "user" / "model.py").write_text(
+        "from config import cfg\n\ndef build(variant):\n    return cfg\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "elsewhere"), *sys.path])
+    monkeypatch.delitem(sys.modules, "config", raising=False)
+    try:
+        factory = load_factory(f"{tmp_path / 'user' / 'model.py'}:build")
+    finally:
+        sys.modules.pop("config", None)
+    assert factory("xs") == "the user's"
+
+
+def test_a_file_that_fails_to_import_leaves_no_module_behind(broken_repo):
+    with pytest.raises(InputError):
+        load_factory(f"{broken_repo / 'raises_on_import.py'}:build")
+    assert [name for name in sys.modules if "raises_on_import" in name] == []
+
+
+def test_two_files_of_one_name_are_two_modules(tmp_path):
+    """Two targets called model.py in one process (a port and the official code side by
+    side): each keeps its own module, where its classes are looked up (pickling,
+    dataclasses), and neither replaces the other."""
+    factories = []
+    for folder, answer in (("port", 1), ("official", 2)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "model.py").write_text(f"def build(variant):\n    return {answer}\n")
+        factories.append(load_factory(f"{tmp_path / folder / 'model.py'}:build"))
+    port, official = factories
+    assert (port("xs"), official("xs")) == (1, 2)
+    assert port.__module__ != official.__module__
+    assert (sys.modules[port.__module__].build, sys.modules[official.__module__].build) == (
+        port, official)
+
+
+# MODULE:NAME targets, imported from the working directory: a module that is not there is
+# named as missing (nothing of the user's ran); one that is there and fails to import,
+# whatever it raised, a missing dependency included, is reported as its import raising.
+@pytest.mark.parametrize("target, problem", [
+    ("cnp_no_such_package.model:build", "no module named 'cnp_no_such_package'"),
+    ("cnp_user_pkg.absent:build", "no module named 'cnp_user_pkg.absent'"),
+    ("cnp_user_pkg.raises_on_import:build",
+     "importing cnp_user_pkg.raises_on_import raised RuntimeError: the config file is missing"),
+    ("cnp_user_pkg.imports_missing:build", "importing cnp_user_pkg.imports_missing raised "
+                                           "ModuleNotFoundError: No module named "
+                                           "'cnp_no_such_dependency'"),
+], ids=["no-package", "no-module-in-package", "import-raises", "import-error"])
+def test_bad_module_target_is_exit_2_with_one_line(tmp_path, monkeypatch, target, problem):
+    package = tmp_path / "cnp_user_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name, source in BROKEN.items():
+        (package / name).write_text(source)
+    monkeypatch.chdir(tmp_path)
+    try:
+        code, out, err = _main("check", target, "--variant", "xs")
+    finally:  # the next test's package of that name is another folder
+        for name in [name for name in sys.modules if name.startswith("cnp_user_pkg")]:
+            del sys.modules[name]
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith(f"cnp: error: {target}: ")
+    assert problem in err
+    # A module that is not there ran none of the user's code: nothing "raised".
+    assert ("raised" in err) == ("importing" in problem)
 
 
 @pytest.mark.slow

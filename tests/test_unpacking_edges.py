@@ -56,6 +56,17 @@ def test_a_member_that_only_resembles_a_pickle_is_not_a_checkpoint(head, tiny_st
     assert inspect(archive).member == "weights.bin"  # one checkpoint, not two
 
 
+def test_a_member_cut_short_after_the_pickle_header_is_the_one_refused(tmp_path):
+    # A legacy checkpoint truncated to its first two bytes (a download cut short): the
+    # refusal names that member as unreadable, not the archive as holding no checkpoint.
+    (tmp_path / "weights.bin").write_bytes(b"\x80\x02")
+    archive = packed(tmp_path / "release.tar", {"weights.bin": tmp_path / "weights.bin"})
+    with pytest.raises(CheckpointError) as error:
+        read(archive)
+    assert error.value.problem.startswith("member weights.bin: ")
+    assert "no checkpoint" not in error.value.problem
+
+
 def test_a_safetensors_member_is_found_by_its_header(tiny_state, tmp_path):
     save_file(dict(tiny_state), tmp_path / "weights.bin")
     report = inspect(packed(tmp_path / "release.zip", {"weights.bin": tmp_path / "weights.bin"}))
