@@ -91,9 +91,11 @@ SELECTION = {
     "unpacking": ["tests/test_checkpoint_forms.py", "tests/test_checkpoints.py",
                   "tests/test_unpacking_edges.py"],
     # A user's implementation: `cnp check` and the plugin's --cnp-model.
-    "conformance": ["tests/test_cli_check.py", "tests/test_plugin_model.py"],
+    "conformance": ["tests/test_conformance.py", "tests/test_cli_check.py",
+                    "tests/test_plugin_model.py"],
     "target": ["tests/test_cli_check.py", "tests/test_plugin_model.py"],
-    "run_model": ["tests/test_cli_check.py", "tests/test_plugin_model.py"],
+    "run_model": ["tests/test_run_model.py", "tests/test_cli_check.py",
+                  "tests/test_plugin_model.py"],
     # ONNX and the fast path (the onnx extra must be installed).
     "onnx_graph": ["tests/test_onnx.py"],
     "onnx_check": ["tests/test_onnx.py"],
