@@ -9,8 +9,8 @@ from cnp.errors import InputError
 from cnp.specs import VARIANTS, get_spec
 
 
-def _text(value) -> str:
-    return json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
+def _compact(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _print(target: str, verdicts) -> None:
@@ -20,7 +20,7 @@ def _print(target: str, verdicts) -> None:
         for check in verdict.checks:
             detail = check.detail
             if check.ok is False and check.check not in ("keys", "numerics"):
-                detail = f"expected {_text(check.expected)}; found {detail}"
+                detail = f"expected {_compact(check.expected)}; found {detail}"
             rows.append(["  " + check.check, check.status, detail])
         if rows:
             print_columns(rows)

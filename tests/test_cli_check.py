@@ -113,8 +113,8 @@ def test_cuda_only_forward_compares_heatmaps_not_coordinates_xs(check_json):
 
 
 def test_variants_the_factory_does_not_provide(check_json):
-    code, rows = check_json("official.py:build", "xs", "m", "l")
-    assert code == 0
+    code, rows = check_json("official.py:build")  # no --variant: all four, in order
+    assert (code, list(rows)) == (0, ["xs", "s", "m", "l"])
     assert {v: (rows[v]["status"], rows[v]["checks"], rows[v]["rename_map"]) for v in ("m", "l")} == {
         "m": ("not provided", [], None), "l": ("not provided", [], None)}
 
@@ -209,8 +209,23 @@ def test_text_output_shows_the_start_of_the_rename_map_xs(repo, check_json):
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("  rename map"))
     assert code == 1
+    # keys says what differs in its own words (counts of missing and unexpected keys)
+    assert lines[1].split(None, 2)[:2] == ["keys", "fail"]
+    assert lines[1].split(None, 2)[2].startswith("27 missing (")
     assert f"({len(rename_map)} keys, yours -> official" in lines[start]
     assert lines[start + 1:] == [f"    {key} -> {name}" for key, name in list(rename_map.items())[:3]]
+
+
+def test_text_output_prints_an_expected_object_as_compact_json(capsys):
+    from cnp.checks import Check
+    from cnp.cli_check import _print
+    from cnp.conformance import Verdict
+
+    stages = Check("stages", {"depths": [2, 2, 6, 2]}, {"depths": [2, 2, 6, 3]}, False,
+                   detail="depths 2,2,6,3")
+    _print("mine.py:build", [Verdict("xs", (stages,), None)])
+    assert capsys.readouterr().out.splitlines()[1].split(None, 2)[2] == (
+        'expected {"depths":[2,2,6,2]}; found depths 2,2,6,3')
 
 
 # ---------------------------------------------------------------- bad targets
@@ -256,8 +271,10 @@ def test_bad_target_is_exit_2_with_one_line(broken_repo, target, problem):
 
 
 def test_no_provided_variant_is_exit_2(repo):
-    code, out, err = _main("check", repo / "official.py:build", "--variant", "m", "--variant", "l")
+    target = repo / "official.py:build"
+    code, out, err = _main("check", target, "--variant", "m", "--variant", "l")
     assert (code, out) == (2, "")
+    assert err.startswith(f"cnp: error: {target}: ") and err.count("\n") == 1
     assert "provides none of the variants asked for (m, l)" in err
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnp.conformance import (check_head, check_keys, check_numerics, check_output, check_stages,
-                             check_upsampling, released_name, verify)
+from cnp.conformance import (check_counts, check_head, check_keys, check_numerics, check_output,
+                             check_stages, check_upsampling, released_name, verify)
 from cnp.model import build
 from cnp.run_model import Run
 from cnp.specs import get_spec
 from cnp.testing import ATOL, RTOL
 
-XS, M = get_spec("xs"), get_spec("m")
+XS, S, M = get_spec("xs"), get_spec("s"), get_spec("m")
 
 
 def shapes(spec) -> dict[str, list[int]]:
@@ -129,6 +129,34 @@ def test_only_the_keys_named_otherwise_are_in_the_rename_map_xs():
     user = renamed(official, "head.final_layer.weight", "head.final.weight")
     _, rename, _ = check_keys(XS, official, user)
     assert rename == {"head.final.weight": "head.final_layer.weight"}
+
+
+# ---------------------------------------------------------------- counts
+
+def test_counts_of_the_spec_build_and_the_papers_figures_s():
+    official = build(S, device="meta")
+    check = check_counts(S, official, build(S, device="meta"))
+    params = sum(p.numel() for p in official.parameters())
+    assert check.ok is True and check.source == "spec and paper"
+    # S: the paper gives 7.44M (parameters) and 7.45M (with BatchNorm buffers) in places.
+    assert (check.expected["params_m"], check.expected["state_dict_m"]) == (7.44, 7.45)
+    assert check.found["params"] == params and check.found["params_m"] == round(params / 1e6, 2)
+    assert f"{params:,} parameters (paper 7.44M)" in check.detail
+
+
+def test_frozen_parameters_are_counted_xs():
+    model = build(XS, device="meta")
+    model.backbone.requires_grad_(False)
+    assert check_counts(XS, build(XS, device="meta"), model).ok is True
+
+
+def test_an_extra_parameter_fails_the_counts_xs():
+    model = build(XS, device="meta")
+    model.extra = torch.nn.Linear(2, 2, device="meta")  # 6 parameters
+    check = check_counts(XS, build(XS, device="meta"), model)
+    assert check.ok is False
+    assert check.found["params"] - check.expected["params"] == 6
+    assert "state_dict_m" not in check.expected  # XS: the paper has one figure
 
 
 # ---------------------------------------------------------------- stages and head

@@ -77,14 +77,14 @@ def test_a_layer_run_twice_reports_its_first_input():
 
 def test_heatmaps_and_coordinates_of_the_official_layout():
     run = run_model(Split(), IMAGE, LAYER_KEYS, FINAL_KEY)
-    assert (tuple(run.heatmaps.shape), tuple(run.coords.shape), run.error) == ((1, 5, 8, 8),
-                                                                              (1, 5, 3), "")
+    assert (tuple(run.heatmaps.shape), tuple(run.coords.shape)) == ((1, 5, 8, 8), (1, 5, 3))
+    assert (run.coords_note, run.error) == ("", "")  # nothing to explain
 
 
 def test_a_forward_returning_coordinates_only_gives_the_final_layers_heatmaps():
     run = run_model(Whole(returns=coordinates), IMAGE, LAYER_KEYS, FINAL_KEY)
     assert tuple(run.heatmaps.shape) == (1, 5, 8, 8)  # not a head layer's (1, 4, ...)
-    assert tuple(run.coords.shape) == (1, 5, 3)
+    assert (tuple(run.coords.shape), run.coords_note) == ((1, 5, 3), "")
 
 
 def test_the_final_layer_alone_gives_the_heatmaps():
