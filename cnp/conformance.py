@@ -271,7 +271,7 @@ def _deviation(found: torch.Tensor, expected: torch.Tensor) -> float:
     return float(ratio.max())
 
 
-def check_numerics(spec: VariantSpec, run: Run, reference: Reference, loaded: str | None) -> Check:
+def check_numerics(run: Run, reference: Reference, loaded: str | None) -> Check:
     expected = {"heatmaps": 1.0}
     tolerance = f"in units of the golden tolerance (rtol {RTOL}, atol {ATOL}; at most 1 passes)"
     if loaded:
@@ -347,7 +347,7 @@ def verify(model: nn.Module, variant: str) -> Verdict:
                         by_name.get("head.final_layer.weight"))
         checks = (keys, check_counts(spec, official_model, model), check_stages(spec, view),
                   check_head(spec, view), check_upsampling(spec, run), check_output(spec, run),
-                  check_numerics(spec, run, ref, loaded))
+                  check_numerics(run, ref, loaded))
     return Verdict(spec.name, checks, rename)
 
 

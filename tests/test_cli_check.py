@@ -320,10 +320,11 @@ def test_a_file_that_fails_to_import_leaves_no_module_behind(broken_repo):
     assert [name for name in sys.modules if "raises_on_import" in name] == []
 
 
-def test_two_files_of_one_name_are_two_modules(tmp_path):
+def test_two_files_of_one_name_are_two_modules(tmp_path, monkeypatch):
     """Two targets called model.py in one process (a port and the official code side by
     side): each keeps its own module, where its classes are looked up (pickling,
     dataclasses), and neither replaces the other."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # each file's folder goes first on it
     factories = []
     for folder, answer in (("port", 1), ("official", 2)):
         (tmp_path / folder).mkdir()

@@ -269,6 +269,7 @@ def test_output_is_the_heatmap_shape_xs():
 @pytest.mark.parametrize("error", ["running forward raised ValueError: bad", ""])
 def test_no_heatmaps_fail_the_output_check(error):
     check = check_output(XS, run(error=error))
+    assert (check.check, check.expected) == ("output", [XS.joint_num * XS.depth_dim, *XS.heatmap_size])
     assert (check.ok, check.found) == (False, None)
     assert check.detail == (error or "no heatmaps: neither head(backbone(x)) nor the final layer "
                                      "gave any")
@@ -293,7 +294,7 @@ REFERENCE = Reference(torch.linspace(-3, 3, 2 * 4 * 4).reshape(1, 2, 4, 4),
 
 def test_numerics_in_units_of_the_golden_tolerance():
     found = run(heatmaps=off_by(REFERENCE.heatmaps, 0.5), coords=off_by(REFERENCE.coords, 3))
-    check = check_numerics(XS, found, REFERENCE, None)
+    check = check_numerics(found, REFERENCE, None)
     assert (check.ok, check.source, check.expected) == (False, "golden", {"heatmaps": 1.0,
                                                                          "coords": 1.0})
     assert check.found["heatmaps"] == pytest.approx(0.5, abs=0.01)
@@ -303,7 +304,7 @@ def test_numerics_in_units_of_the_golden_tolerance():
 
 def test_numerics_pass_within_the_tolerance_without_coordinates():
     found = run(heatmaps=off_by(REFERENCE.heatmaps, 0.9), note="forward returned no (N, joints, 3) tensor")
-    check = check_numerics(XS, found, REFERENCE, None)
+    check = check_numerics(found, REFERENCE, None)
     assert (check.ok, list(check.found)) == (True, ["heatmaps"])
     assert "coordinates not compared: forward returned no (N, joints, 3) tensor" in check.detail
 
@@ -312,34 +313,58 @@ def test_numerics_at_exactly_the_tolerance_pass():
     # Zero heatmaps: the tolerance is ATOL itself; found at ATOL is 1 unit (rounded to 4
     # decimals, as reported), the largest deviation that passes.
     zero = Reference(torch.zeros(1, 2, 4, 4), REFERENCE.coords)
-    check = check_numerics(XS, run(heatmaps=torch.full((1, 2, 4, 4), ATOL)), zero, None)
+    check = check_numerics(run(heatmaps=torch.full((1, 2, 4, 4), ATOL)), zero, None)
     assert (check.ok, check.found["heatmaps"]) == (True, 1.0)
 
 
 def test_numerics_one_unit_past_the_tolerance_fail():
-    check = check_numerics(XS, run(heatmaps=off_by(REFERENCE.heatmaps, 1.1)), REFERENCE, None)
+    check = check_numerics(run(heatmaps=off_by(REFERENCE.heatmaps, 1.1)), REFERENCE, None)
     assert check.ok is False
 
 
 def test_numerics_of_heatmaps_of_another_shape_fail_naming_both():
-    check = check_numerics(XS, run(heatmaps=torch.zeros(1, 2, 8, 8)), REFERENCE, None)
+    check = check_numerics(run(heatmaps=torch.zeros(1, 2, 8, 8)), REFERENCE, None)
     assert (check.ok, check.found) == (False, None)
     assert "1x2x8x8" in check.detail and "1x2x4x4" in check.detail
 
 
 def test_numerics_without_heatmaps_fail():
-    check = check_numerics(XS, run(), REFERENCE, None)
+    check = check_numerics(run(), REFERENCE, None)
     assert (check.ok, check.found) == (False, None)
     assert "heatmaps none" in check.detail
 
 
 def test_numerics_are_not_checked_when_the_weights_do_not_load():
-    check = check_numerics(XS, run(heatmaps=REFERENCE.heatmaps), REFERENCE, "no official tensor 'x'")
+    check = check_numerics(run(heatmaps=REFERENCE.heatmaps), REFERENCE, "no official tensor 'x'")
     assert (check.ok, check.found) == (None, None)
     assert check.detail.startswith("not checked") and "no official tensor 'x'" in check.detail
 
 
 # ---------------------------------------------------------------- a whole model
+
+
+LOAD_FAILED = "not checked: cnp's weights do not load into the model ("
+
+
+def test_a_tensor_cnp_has_no_value_for_is_named_xs():
+    model = build(XS)
+    model.extra = torch.nn.Linear(2, 2)
+    numerics = verify(model, "xs").check("numerics")
+    assert numerics.ok is None
+    assert numerics.detail == f"{LOAD_FAILED}no official tensor 'extra.weight')"
+
+
+def test_tensors_of_another_shape_are_named_in_at_most_300_characters_xs():
+    model = build(XS)
+    head = model.head
+    head.deconv_layers_3.pwconv = torch.nn.Conv2d(128, 64, 1)  # two tensors of other shape,
+    head.final_layer = torch.nn.Conv2d(64, XS.joint_num * XS.depth_dim, 1)  # two more
+    numerics = verify(model, "xs").check("numerics")
+    assert numerics.ok is None and numerics.detail.startswith(LOAD_FAILED)
+    problem = numerics.detail.removeprefix(LOAD_FAILED).removesuffix(")")
+    assert "size mismatch for head.deconv_layers_3.pwconv.weight" in problem
+    assert "\n" not in problem and "  " not in problem  # torch's lines, joined
+    assert len(problem) == 300  # torch's message is longer: cut
 
 
 def test_a_model_on_the_meta_device_is_checked_statically_xs():
