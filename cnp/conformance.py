@@ -205,6 +205,12 @@ def check_stages(spec: VariantSpec, view: dict[str, list[int]]) -> Check:
                         "(blocks per stage; channels of each stage's depthwise convolutions)")
 
 
+def _kernel(weight_shape: list[int]) -> int | list[int]:
+    """A square kernel as its side (as the spec gives it); any other as [height, width]."""
+    height, width = weight_shape[-2:]
+    return height if height == width else [height, width]
+
+
 def check_head(spec: VariantSpec, view: dict[str, list[int]]) -> Check:
     layers, channels = [], spec.backbone.dims[-1]
     for layer in spec.head:
@@ -216,7 +222,7 @@ def check_head(spec: VariantSpec, view: dict[str, list[int]]) -> Check:
     for n in range(1, len(spec.head) + 1):
         dw = view.get(f"head.deconv_layers_{n}.dwconv.weight")
         pw = view.get(f"head.deconv_layers_{n}.pwconv.weight")
-        found_layers.append({"in": dw[0], "out": pw[0], "kernel": dw[-1]} if dw and pw else None)
+        found_layers.append({"in": dw[0], "out": pw[0], "kernel": _kernel(dw)} if dw and pw else None)
     final = view.get("head.final_layer.weight")
     found = {"layers": found_layers,
              "final_layer": {"in": final[1], "out": final[0]} if final else None}

@@ -181,9 +181,17 @@ def test_a_fifth_stage_and_a_missing_block_are_counted_xs():
     assert check.found == {"depths": depths, "dims": [*XS.backbone.dims, 512]}
 
 
+def test_a_stage_without_its_first_depthwise_conv_has_no_width_xs():
+    view = {k: s for k, s in shapes(XS).items() if k != "backbone.stages.3.0.dwconv.weight"}
+    check = check_stages(XS, view)
+    assert check.ok is False and check.found["dims"] == [*XS.backbone.dims[:3], None]
+    assert check.found["depths"] == list(XS.backbone.depths)  # its other tensors still count
+
+
 def test_stages_without_backbone_tensors_are_not_checked():
     check = check_stages(XS, {"head.final_layer.weight": [576, 128, 1, 1]})
-    assert (check.ok, check.found) == (None, None)
+    assert (check.check, check.ok, check.found) == ("stages", None, None)
+    assert check.expected == {"depths": list(XS.backbone.depths), "dims": list(XS.backbone.dims)}
     assert check.detail.startswith("not checked")
 
 
@@ -209,6 +217,15 @@ def test_a_head_kernel_of_another_size_fails_xs():
     assert "kernels 3,5,3" in check.detail
 
 
+@pytest.mark.parametrize("kernel", [[3, 5], [5, 3]], ids=["3x5", "5x3"])
+def test_a_head_kernel_that_is_not_square_fails_xs(kernel):
+    view = shapes(XS)
+    key = "head.deconv_layers_1.dwconv.weight"
+    view[key] = [*view[key][:2], *kernel]
+    check = check_head(XS, view)
+    assert check.ok is False and check.found["layers"][0]["kernel"] == kernel
+
+
 def test_a_head_layer_without_its_pointwise_conv_is_none_xs():
     view = {k: s for k, s in shapes(XS).items() if not k.startswith("head.deconv_layers_3.pwconv")}
     check = check_head(XS, view)
@@ -225,7 +242,9 @@ def test_a_head_without_a_final_layer_fails_xs():
 
 def test_no_head_tensors_is_not_checked():
     check = check_head(XS, {"backbone.stages.0.0.dwconv.weight": [40, 1, 7, 7]})
-    assert check.ok is None and check.detail.startswith("not checked")
+    assert (check.check, check.ok) == ("head", None) and check.detail.startswith("not checked")
+    assert check.expected == check_head(XS, shapes(XS)).expected  # the spec's, as ever
+    assert check.found == {"layers": [None, None, None], "final_layer": None}
 
 
 # ---------------------------------------------------------------- measured by running
@@ -255,6 +274,7 @@ def test_a_factor_that_is_not_one_integer_is_given_per_axis_xs(after, factor):
 ], ids=["error", "layer-not-run"])
 def test_upsampling_that_could_not_be_measured_says_why(broken, why):
     check = check_upsampling(XS, broken)
+    assert (check.check, check.expected) == ("upsampling", list(XS.head_upsample))
     assert (check.ok, check.found) == (None, None)
     assert check.detail.startswith("not measured: ") and why in check.detail
 
@@ -292,20 +312,34 @@ REFERENCE = Reference(torch.linspace(-3, 3, 2 * 4 * 4).reshape(1, 2, 4, 4),
                       torch.linspace(0, 30, 6).reshape(1, 2, 3))
 
 
+NUMERICS_EXPECTED = {"heatmaps": 1.0}  # at most one unit of the golden tolerance
+
+
+def is_numerics(check, expected=NUMERICS_EXPECTED) -> bool:
+    return (check.check, check.expected, check.source) == ("numerics", expected, "golden")
+
+
 def test_numerics_in_units_of_the_golden_tolerance():
     found = run(heatmaps=off_by(REFERENCE.heatmaps, 0.5), coords=off_by(REFERENCE.coords, 3))
     check = check_numerics(found, REFERENCE, None)
-    assert (check.ok, check.source, check.expected) == (False, "golden", {"heatmaps": 1.0,
-                                                                         "coords": 1.0})
+    assert is_numerics(check, {"heatmaps": 1.0, "coords": 1.0}) and check.ok is False
     assert check.found["heatmaps"] == pytest.approx(0.5, abs=0.01)
     assert check.found["coords"] == pytest.approx(3, abs=0.01)
     assert f"rtol {RTOL}, atol {ATOL}" in check.detail
 
 
+def test_numerics_are_reported_to_four_decimals():
+    # Zero references: the tolerance is ATOL, so found = 0.123456·ATOL is 0.123456 units.
+    zero = Reference(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 3))
+    found = run(heatmaps=torch.full((1, 2, 4, 4), 0.123456 * ATOL),
+                coords=torch.full((1, 2, 3), 0.123456 * ATOL))
+    assert check_numerics(found, zero, None).found == {"heatmaps": 0.1235, "coords": 0.1235}
+
+
 def test_numerics_pass_within_the_tolerance_without_coordinates():
     found = run(heatmaps=off_by(REFERENCE.heatmaps, 0.9), note="forward returned no (N, joints, 3) tensor")
     check = check_numerics(found, REFERENCE, None)
-    assert (check.ok, list(check.found)) == (True, ["heatmaps"])
+    assert is_numerics(check) and (check.ok, list(check.found)) == (True, ["heatmaps"])
     assert "coordinates not compared: forward returned no (N, joints, 3) tensor" in check.detail
 
 
@@ -324,19 +358,19 @@ def test_numerics_one_unit_past_the_tolerance_fail():
 
 def test_numerics_of_heatmaps_of_another_shape_fail_naming_both():
     check = check_numerics(run(heatmaps=torch.zeros(1, 2, 8, 8)), REFERENCE, None)
-    assert (check.ok, check.found) == (False, None)
+    assert is_numerics(check) and (check.ok, check.found) == (False, None)
     assert "1x2x8x8" in check.detail and "1x2x4x4" in check.detail
 
 
 def test_numerics_without_heatmaps_fail():
     check = check_numerics(run(), REFERENCE, None)
-    assert (check.ok, check.found) == (False, None)
+    assert is_numerics(check) and (check.ok, check.found) == (False, None)
     assert "heatmaps none" in check.detail
 
 
 def test_numerics_are_not_checked_when_the_weights_do_not_load():
     check = check_numerics(run(heatmaps=REFERENCE.heatmaps), REFERENCE, "no official tensor 'x'")
-    assert (check.ok, check.found) == (None, None)
+    assert is_numerics(check) and (check.ok, check.found) == (None, None)
     assert check.detail.startswith("not checked") and "no official tensor 'x'" in check.detail
 
 
