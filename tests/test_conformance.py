@@ -9,6 +9,8 @@ key layout of the meta-built model, or closed forms; never from the check's own 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -38,7 +40,10 @@ def test_official_keys_pass_and_the_released_file_loads_xs():
     official = shapes(XS)
     check, rename, _ = check_keys(XS, official, dict(official))
     assert (check.ok, rename) == (True, None)
-    assert check.found["keys"] == check.expected["keys"] == len(official)
+    # What the JSON's expected says of the keys: the count and nothing out of place.
+    assert check.expected == {"keys": len(official), "missing": [], "unexpected": [],
+                              "shape_mismatched": {}, "official_order": True}
+    assert check.found["keys"] == len(official)
     assert check.found["released_checkpoint_loads"] is True
     assert f"{len(official)} tensors" in check.detail and "loads strict=True" in check.detail
     assert "would not" not in check.detail and "by position" not in check.detail
@@ -53,6 +58,14 @@ def test_positional_head_names_are_official_and_match_the_released_file_m():
     assert names["head.deconv_layers_1.0.weight"] == "head.deconv_layers_1.dwconv.weight"
     assert check.found["released_checkpoint_loads"] is True
     assert "head layers by position" in check.detail
+
+
+def test_keys_saved_from_data_parallel_match_the_released_file_xs():
+    # The official code trains under DataParallel: every key starts with "module.".
+    official = shapes(XS)
+    check, rename, _ = check_keys(XS, official, {f"module.{k}": s for k, s in official.items()})
+    assert check.found["released_checkpoint_loads"] is True
+    assert rename == {f"module.{k}": k for k in official}
 
 
 def test_named_head_keys_would_not_load_the_released_m_file():
@@ -131,6 +144,18 @@ def test_only_the_keys_named_otherwise_are_in_the_rename_map_xs():
     assert rename == {"head.final.weight": "head.final_layer.weight"}
 
 
+def test_a_key_misnamed_as_another_gets_a_rename_map_xs():
+    # The bias of head layer 1's depthwise conv saved under its weight's positional name:
+    # nothing unexpected (the name is an official one), one key missing, the same shapes
+    # in order, so the map says which key to rename.
+    official = shapes(XS)
+    user = renamed(official, "head.deconv_layers_1.dwconv.bias", "head.deconv_layers_1.0.weight")
+    check, rename, _ = check_keys(XS, official, user)
+    assert (check.found["missing"], check.found["unexpected"]) == (
+        ["head.deconv_layers_1.dwconv.bias"], [])
+    assert rename == {"head.deconv_layers_1.0.weight": "head.deconv_layers_1.dwconv.bias"}
+
+
 # ---------------------------------------------------------------- counts
 
 def test_counts_of_the_spec_build_and_the_papers_figures_s():
@@ -142,6 +167,15 @@ def test_counts_of_the_spec_build_and_the_papers_figures_s():
     assert (check.expected["params_m"], check.expected["state_dict_m"]) == (7.44, 7.45)
     assert check.found["params"] == params and check.found["params_m"] == round(params / 1e6, 2)
     assert f"{params:,} parameters (paper 7.44M)" in check.detail
+
+
+def test_counts_of_an_unpublished_architecture_come_from_the_spec_alone():
+    # 17 joints (another dataset): the paper has no figures for it.
+    spec = dataclasses.replace(XS, joint_num=17)
+    check = check_counts(spec, build(spec, device="meta"), build(spec, device="meta"))
+    assert (check.ok, check.source) == (True, "spec")
+    assert "params_m" not in check.expected and "paper" not in check.detail
+    assert check.detail.startswith(f"{check.found['params']:,} parameters, ")
 
 
 def test_frozen_parameters_are_counted_xs():
@@ -286,6 +320,12 @@ def test_output_is_the_heatmap_shape_xs():
     assert f"576x32x32 heatmaps for a 1x3x{XS.input_size[0]}x{XS.input_size[1]} image" in check.detail
 
 
+def test_output_names_the_input_height_and_width_of_the_spec():
+    spec = dataclasses.replace(XS, input_size=(256, 192))  # not square: which is which shows
+    check = check_output(spec, run(heatmaps=torch.zeros(1, 576, 64, 48)))
+    assert "for a 1x3x256x192 image" in check.detail
+
+
 @pytest.mark.parametrize("error", ["running forward raised ValueError: bad", ""])
 def test_no_heatmaps_fail_the_output_check(error):
     check = check_output(XS, run(error=error))
@@ -326,6 +366,7 @@ def test_numerics_in_units_of_the_golden_tolerance():
     assert check.found["heatmaps"] == pytest.approx(0.5, abs=0.01)
     assert check.found["coords"] == pytest.approx(3, abs=0.01)
     assert f"rtol {RTOL}, atol {ATOL}" in check.detail
+    assert check.detail.endswith(f"; coordinates {check.found['coords']}")
 
 
 def test_numerics_are_reported_to_four_decimals():
