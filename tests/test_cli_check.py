@@ -15,6 +15,9 @@ import sys
 import pytest
 
 from cnp import cli
+from cnp.checks import Check
+from cnp.cli_check import _print
+from cnp.conformance import Verdict
 from cnp.errors import InputError
 from cnp.target import load_factory
 from implementations import IMPLEMENTATIONS, official_style
@@ -217,10 +220,6 @@ def test_text_output_shows_the_start_of_the_rename_map_xs(repo, check_json):
 
 
 def test_text_output_prints_an_expected_object_as_compact_json(capsys):
-    from cnp.checks import Check
-    from cnp.cli_check import _print
-    from cnp.conformance import Verdict
-
     stages = Check("stages", {"depths": [2, 2, 6, 2]}, {"depths": [2, 2, 6, 3]}, False,
                    detail="depths 2,2,6,3")
     _print("mine.py:build", [Verdict("xs", (stages,), None)])

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cnp.conformance import (check_counts, check_head, check_keys, check_numerics, check_output,
-                             check_stages, check_upsampling, released_name, verify)
+                             check_stages, check_upsampling, Reference, released_name, verify)
 from cnp.model import build
 from cnp.run_model import Run
 from cnp.specs import get_spec
@@ -338,9 +338,9 @@ def test_no_heatmaps_fail_the_output_check(error):
 # ---------------------------------------------------------------- numerics
 
 
-class Reference:
-    def __init__(self, heatmaps, coords):
-        self.heatmaps, self.coords = heatmaps, coords
+def reference(heatmaps: torch.Tensor, coords: torch.Tensor) -> Reference:
+    """cnp's reference outputs, as check_numerics reads them (no weights or image needed)."""
+    return Reference(state={}, image=torch.zeros(1, 3, 1, 1), heatmaps=heatmaps, coords=coords)
 
 
 def off_by(expected: torch.Tensor, units: float) -> torch.Tensor:
@@ -348,7 +348,7 @@ def off_by(expected: torch.Tensor, units: float) -> torch.Tensor:
     return (expected.double() + units * (ATOL + RTOL * expected.double().abs())).float()
 
 
-REFERENCE = Reference(torch.linspace(-3, 3, 2 * 4 * 4).reshape(1, 2, 4, 4),
+REFERENCE = reference(torch.linspace(-3, 3, 2 * 4 * 4).reshape(1, 2, 4, 4),
                       torch.linspace(0, 30, 6).reshape(1, 2, 3))
 
 
@@ -371,7 +371,7 @@ def test_numerics_in_units_of_the_golden_tolerance():
 
 def test_numerics_are_reported_to_four_decimals():
     # Zero references: the tolerance is ATOL, so found = 0.123456·ATOL is 0.123456 units.
-    zero = Reference(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 3))
+    zero = reference(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 3))
     found = run(heatmaps=torch.full((1, 2, 4, 4), 0.123456 * ATOL),
                 coords=torch.full((1, 2, 3), 0.123456 * ATOL))
     assert check_numerics(found, zero, None).found == {"heatmaps": 0.1235, "coords": 0.1235}
@@ -387,7 +387,7 @@ def test_numerics_pass_within_the_tolerance_without_coordinates():
 def test_numerics_at_exactly_the_tolerance_pass():
     # Zero heatmaps: the tolerance is ATOL itself; found at ATOL is 1 unit (rounded to 4
     # decimals, as reported), the largest deviation that passes.
-    zero = Reference(torch.zeros(1, 2, 4, 4), REFERENCE.coords)
+    zero = reference(torch.zeros(1, 2, 4, 4), REFERENCE.coords)
     check = check_numerics(run(heatmaps=torch.full((1, 2, 4, 4), ATOL)), zero, None)
     assert (check.ok, check.found["heatmaps"]) == (True, 1.0)
 
