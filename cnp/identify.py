@@ -32,7 +32,6 @@ _POSITIONAL_KEY = re.compile(r"^(head\.deconv_layers_\d+)\.([012])\.(.*)$")
 _BLOCK_KEY = re.compile(r"^backbone\.stages\.(\d+)\.(\d+)\.")
 # A variant named in a file name: ConvNeXtPose_XS.tar, model-l.pth, s_best.safetensors.
 _LABEL = re.compile(r"(?:^|[^a-z0-9])(xs|s|m|l)(?=$|[^a-z0-9])", re.IGNORECASE)
-_SUFFIXES = (".onnx", ".gz", ".bz2", ".xz", ".zip", ".safetensors", ".tar", ".pth", ".pt", ".bin", ".ckpt")
 
 
 class JointCountError(CheckpointError):
@@ -219,10 +218,9 @@ def best_match(inferred: Inferred) -> str:
 
 def variant_label(path: str | os.PathLike) -> str | None:
     """The variant a file name claims: ConvNeXtPose_XS.tar → "xs"; None if it names none."""
-    name = Path(path).name
-    for suffix in _SUFFIXES:
-        name = name.removesuffix(suffix)
-    labels = _LABEL.findall(name)
+    # Suffixes need no stripping: a label must stand alone, and no suffix (.pth, .tar.gz,
+    # .safetensors, ...) is one.
+    labels = _LABEL.findall(Path(path).name)
     return labels[-1].lower() if labels else None
 
 

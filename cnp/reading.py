@@ -37,10 +37,13 @@ from cnp.errors import CheckpointError, one_line
 
 WRAPPERS = ("network", "state_dict", "model")  # official first
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel, torch.compile
+# safetensors' dtype codes → torch's names, so a file reads the same in either format.
 SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-    "BOOL": "bool",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2": "float8_e5m2",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz", "C64": "complex64",
 }
 
 
@@ -98,7 +101,10 @@ def _refusal(error: BaseException, kind: str) -> str:
     if code:
         return ("refused: its pickle calls code, which safe loading (weights_only=True) does "
                 f"not allow ({code}); nothing in it was run")
-    culprit = next((line for line in lines if "Unsupported" in line), one_line(error))
+    # torch's own words for what it rejected follow "WeightsUnpickler error:", on that
+    # line or the next; the page before them only explains weights_only.
+    after = str(error).partition("WeightsUnpickler error:")[2]
+    culprit = next((line.strip() for line in after.splitlines() if line.strip()), one_line(error))
     return f"{kind} (safe loading, weights_only=True, rejected it: {culprit})"
 
 
@@ -166,7 +172,7 @@ def _torch_contents(path, load: Callable[[], object], fmt: str, kind: str, head:
     except CheckpointError:
         raise
     except Exception as error:  # noqa: BLE001 - torch's loaders raise a zoo of types
-        if isinstance(error, pickle.UnpicklingError) or "Weights only load failed" in str(error):
+        if isinstance(error, pickle.UnpicklingError):  # how the weights-only unpickler refuses
             raise CheckpointError(path, _refusal(error, kind)) from None
         if fmt == "torch-legacy":  # torch fails with bare KeyErrors ('101'): show the bytes
             raise CheckpointError(path, f"{kind} (starts with {head[:12]!r})") from None

@@ -58,7 +58,7 @@ def tiny_file(request, tiny_state, tmp_path):
 def test_every_layout_is_read(tiny_file):
     path, (fmt, wrapper, prefixes, head_keys) = tiny_file
     report = inspect(path)
-    assert report.format == fmt
+    assert (report.path, report.format) == (str(path), fmt)
     assert (report.key_layout.wrapper, report.key_layout.prefixes, report.key_layout.head_keys) == \
         (wrapper, prefixes, head_keys)
     assert report.inferred.spec("tiny") == TINY
@@ -120,6 +120,14 @@ def _forms(tmp_path, state):
         source = released() if member.endswith(".tar") else unzipped(released(), tmp_path / "extracted")
         return packed(tmp_path / name, {member.rstrip("/"): source})
 
+    def archived_file(name, member, save):  # another format, wrapped in an archive
+        (tmp_path / "other").mkdir(exist_ok=True)
+        save(official_state(state, positional_head=True), tmp_path / "other" / member)
+        return packed(tmp_path / name, {member: tmp_path / "other" / member})
+
+    def legacy(network, path):
+        torch.save({"epoch": 83, "network": network}, path, _use_new_zipfile_serialization=False)
+
     def recompressed():  # the torch zip's own entries, deflated (`zip -r` of the unzipped folder)
         return packed(tmp_path / "snapshot.zip", {"snapshot_83.pth": unzipped(released(), tmp_path / "x")})
 
@@ -134,6 +142,10 @@ def _forms(tmp_path, state):
         "zip-of-folder": (lambda: archive("b.zip", "m/snapshot_83.pth/"), "torch-folder", "zip",
                           "m/snapshot_83.pth/"),
         "deflated-torch-zip": (recompressed, "torch-folder", "zip", "snapshot_83.pth/"),
+        "tar-of-safetensors": (lambda: archived_file("c.tar", "w.safetensors", save_file),
+                               "safetensors", "tar", "w.safetensors"),
+        "zip-of-legacy-file": (lambda: archived_file("c.zip", "w.pth", legacy),
+                               "torch-legacy", "zip", "w.pth"),
     }
 
 
@@ -150,7 +162,13 @@ def tiny_form(request, tiny_state, tmp_path_factory):
 def test_every_form_is_read_as_what_it_is(tiny_form):
     path, (fmt, container, member) = tiny_form
     report = inspect(path)
-    assert (report.format, report.container, report.member) == (fmt, container, member)
+    assert (report.path, report.format, report.container, report.member) == \
+        (str(path), fmt, container, member)
+
+
+def test_every_form_reports_the_dtypes_saved(tiny_form, tiny_state):
+    saved = Counter(str(t.dtype).removeprefix("torch.") for t in tiny_state.values())
+    assert inspect(tiny_form[0]).dtypes == saved
 
 
 def test_every_form_yields_the_architecture_saved(tiny_form):
@@ -197,6 +215,20 @@ def test_unzipped_folder_tensors_stay_in_mapped_files_until_touched(tiny_state, 
 # ---------------------------------------------------------------- refused folders and archives
 
 
+# What a refusal of code must say: what it is, the callable torch found (RunsCode's `open`),
+# and that nothing ran.
+REFUSED_CODE = ("refused: its pickle calls code", "GLOBAL io.open", "nothing in it was run")
+
+
+def _safetensors_reason(data: bytes) -> str:
+    """safetensors' own first line about `data`, read without cnp."""
+    from safetensors.torch import load as load_safetensors
+
+    with pytest.raises(Exception) as raised:
+        load_safetensors(data)
+    return str(raised.value).splitlines()[0]
+
+
 def _bad_form(kind, tmp_path, state):
     """(path to read, the path the message names, the facts the message must carry)."""
     root = unzipped(_released_tiny(tmp_path, state), tmp_path / "extracted")
@@ -209,6 +241,12 @@ def _bad_form(kind, tmp_path, state):
     if kind == "folder-with-a-truncated-record":
         (root / "data" / "3").write_bytes(b"\0" * 4)
         return root, root, ("data/3", "4 bytes")
+    if kind == "folder-one-level-down-missing-a-record":  # named: the folder holding data.pkl
+        (root / "data" / "3").unlink()
+        return root.parent, root, ("data/3", "missing")
+    if kind == "folder-with-a-pickle-safe-loading-rejects":
+        (root / "data.pkl").write_bytes(b"\x80\x02\x82\x01.")  # EXT1: no safe unpickler runs it
+        return root, root, ("damaged unzipped checkpoint", "Unsupported operand 130")
     if kind == "folder-naming-a-record-outside-it":
         pickled = (root / "data.pkl").read_bytes()  # protocol 2: no frames, strings may grow
         (root / "data.pkl").write_bytes(pickled.replace(b"X\x01\x00\x00\x000", b"X\x09\x00\x00\x00../secret", 1))
@@ -216,7 +254,7 @@ def _bad_form(kind, tmp_path, state):
     if kind == "folder-with-code":
         torch.save({"network": RunsCode(tmp_path / "ran")}, tmp_path / "code.pth")
         code = unzipped(tmp_path / "code.pth", tmp_path / "code")
-        return code, code, ("refused",)
+        return code, code, REFUSED_CODE
     if kind == "folder-with-two-checkpoints":
         unzipped(_released_tiny(tmp_path, state), tmp_path / "extracted" / "other")
         (tmp_path / "extracted" / "other" / "snapshot_83.pth").rename(tmp_path / "extracted" / "second")
@@ -233,6 +271,27 @@ def _bad_form(kind, tmp_path, state):
         (tmp_path / "cut.pth").write_bytes((tmp_path / "release" / "ConvNeXtPose_T.tar").read_bytes()[:5000])
         path = packed(tmp_path / "cut.tar.gz", {"cut.pth": tmp_path / "cut.pth"})
         return path, path, ("cut.pth", "damaged")
+    if kind in ("archive-with-code-in-a-member", "archive-with-code-in-a-legacy-member"):
+        if kind.endswith("legacy-member"):
+            member = tmp_path / "code.pkl"
+            member.write_bytes(pickle.dumps({"network": RunsCode(tmp_path / "ran")}, protocol=2))
+        else:
+            member = tmp_path / "code.pth"
+            torch.save({"network": RunsCode(tmp_path / "ran")}, member)
+        path = packed(tmp_path / "code.tar", {member.name: member})
+        return path, path, (f"member {member.name}: ", *REFUSED_CODE)
+    if kind == "archive-with-a-garbled-legacy-member":  # a pickle's first bytes, then noise
+        (tmp_path / "garbled.pth").write_bytes(b"\x80\x02" + b"\x01noise" * 20)
+        path = packed(tmp_path / "garbled.tar", {"garbled.pth": tmp_path / "garbled.pth"})
+        return path, path, ("member garbled.pth: ", "not a PyTorch or safetensors checkpoint",
+                            "Unsupported operand 1")
+    if kind == "archive-with-a-damaged-safetensors-member":
+        save_file(dict(state), tmp_path / "whole.safetensors")
+        cut = (tmp_path / "whole.safetensors").read_bytes()[:-50]
+        (tmp_path / "cut.safetensors").write_bytes(cut)
+        path = packed(tmp_path / "cut.tar", {"cut.safetensors": tmp_path / "cut.safetensors"})
+        return path, path, ("member cut.safetensors: ", "damaged safetensors file",
+                            _safetensors_reason(cut))
     if kind == "gzip-of-a-file":
         import gzip
         path = tmp_path / "a.pth.gz"
@@ -250,10 +309,14 @@ def _bad_form(kind, tmp_path, state):
     raise AssertionError(kind)
 
 
-BAD_FORMS = ["folder-without-data.pkl", "folder-missing-a-record", "folder-with-a-truncated-record",
+BAD_FORMS = ["folder-without-data.pkl", "folder-missing-a-record", "folder-one-level-down-missing-a-record",
+             "folder-with-a-pickle-safe-loading-rejects", "folder-with-a-truncated-record",
              "folder-naming-a-record-outside-it", "folder-with-code", "folder-with-two-checkpoints",
              "archive-with-two-checkpoints", "archive-without-a-checkpoint",
-             "archive-with-a-damaged-member", "truncated-archive", "gzip-of-a-file", "torch-pre-1.0-tar"]
+             "archive-with-a-damaged-member", "archive-with-code-in-a-member",
+             "archive-with-code-in-a-legacy-member", "archive-with-a-garbled-legacy-member",
+             "archive-with-a-damaged-safetensors-member", "truncated-archive", "gzip-of-a-file",
+             "torch-pre-1.0-tar"]
 
 
 @pytest.mark.parametrize("kind", BAD_FORMS)

@@ -199,7 +199,9 @@ def _write_bad(kind, tmp_path, tiny_state):
     if kind == "truncated-archive":
         save_official(tiny_state, path)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        return path, "damaged or truncated PyTorch zip archive"
+        with pytest.raises(zipfile.BadZipFile) as reason:  # what Python's zipfile says of it
+            zipfile.ZipFile(path)
+        return path, f"damaged or truncated PyTorch zip archive ({reason.value})"
     if kind == "truncated-safetensors":
         path = path.with_suffix(".safetensors")
         save_file(dict(tiny_state), path)
@@ -208,15 +210,26 @@ def _write_bad(kind, tmp_path, tiny_state):
     if kind == "random-bytes":
         path.write_bytes(random.Random(0).randbytes(4096))
         return path, "not a PyTorch or safetensors checkpoint"
-    if kind == "text":
-        path.write_text("epoch: 83\nnetwork: none\n")
-        return path, "not a PyTorch or safetensors checkpoint"
+    if kind == "text":  # no pickle opcode stops it early: the message shows the first 12 bytes
+        path.write_bytes(b"epoch: 83\nnetwork: none\n")
+        return path, "not a PyTorch or safetensors checkpoint (starts with b'epoch: 83\\nne')"
+    if kind == "zip-missing-a-record":  # a torch zip whose tensor data is not in it
+        save_official(tiny_state, path)
+        with zipfile.ZipFile(path) as written:
+            records = {name: written.read(name) for name in written.namelist()}
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as rewritten:
+            for name, data in records.items():
+                if not name.endswith("/data/0"):
+                    rewritten.writestr(name, data)
+        with pytest.raises(RuntimeError) as reason:  # what torch itself says of the file
+            torch.load(path, weights_only=True)
+        return path, f"damaged or truncated PyTorch zip archive ({str(reason.value).splitlines()[0]}"
     if kind == "code-in-archive":
         torch.save({"epoch": 1, "network": RunsCode(tmp_path / "ran")}, path)
-        return path, "refused"
+        return path, "refused: its pickle calls code"
     if kind == "code-in-pickle":
         path.write_bytes(pickle.dumps(RunsCode(tmp_path / "ran"), protocol=2))
-        return path, "refused"
+        return path, "refused: its pickle calls code"
     if kind == "other-model":
         torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 2)).state_dict(), path)
         return path, "not a ConvNeXtPose checkpoint"
@@ -233,7 +246,8 @@ def _write_bad(kind, tmp_path, tiny_state):
                   }[kind]
 
 
-BAD = ["missing", "directory", "empty", "truncated-archive", "truncated-safetensors", "random-bytes",
+BAD = ["missing", "directory", "empty", "truncated-archive", "zip-missing-a-record",
+       "truncated-safetensors", "random-bytes",
        "text", "code-in-archive", "code-in-pickle", "other-model", "missing-key", "extra-key",
        "contradicting-shape"]
 

@@ -1,0 +1,136 @@
+"""What a checkpoint holds around its tensors: a file with no state_dict in it is refused in
+one line that says what it holds instead; the epoch is reported only when it is a number; an
+in-memory state_dict reads like a file; a file matching no variant loads as what it describes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from cnp import CheckpointError
+from cnp.checkpoints import from_state_dict, inspect, load, read
+from checkpoint_files import TINY, official_state
+
+
+def _refusal(path) -> CheckpointError:
+    with pytest.raises(CheckpointError) as error:
+        read(path)
+    assert error.value.path == str(path) and "\n" not in str(error.value)
+    return error.value
+
+
+def test_a_dict_without_tensors_is_refused_naming_its_first_five_keys(tmp_path):
+    # A training snapshot saved without its weights: the user sees what it does hold.
+    path = tmp_path / "snapshot.pth"
+    torch.save({name: 1 for name in ("epoch", "lr", "optimizer", "scheduler", "loss", "seed")}, path)
+    problem = _refusal(path).problem
+    assert problem.startswith("no state_dict in it")
+    assert "'epoch', 'lr', 'optimizer', 'scheduler', 'loss'" in problem and "'seed'" not in problem
+    assert "network, state_dict, model" in problem  # where cnp looked
+
+
+@pytest.mark.parametrize("saved", [{}, {"network": {}}], ids=["empty-dict", "empty-network"])
+def test_an_empty_dict_is_no_state_dict(saved, tmp_path):
+    path = tmp_path / "empty.pth"
+    torch.save(saved, path)
+    assert _refusal(path).problem.startswith("no state_dict in it")
+
+
+def test_a_file_holding_no_dict_says_what_it_holds(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], path)
+    problem = _refusal(path).problem
+    assert problem.startswith("no state_dict in it") and "a list" in problem
+
+
+@pytest.mark.parametrize("epoch, reported", [(83, 83), ("83", None), (83.0, None)],
+                         ids=["int", "string", "float"])
+def test_the_epoch_is_reported_only_when_it_is_an_integer(epoch, reported, tiny_state, tmp_path):
+    path = tmp_path / "a.pth"
+    torch.save({"epoch": epoch, "network": official_state(tiny_state)}, path)
+    assert read(path).epoch == reported
+
+
+def test_an_in_memory_state_dict_reads_like_a_file(tiny_state):
+    # What `cnp check` inspects of a user's model: no file, the same table.
+    contents = from_state_dict(official_state(tiny_state))
+    assert (contents.path, contents.format, contents.layout.prefixes) == \
+        ("<state_dict>", "memory", ("module.",))
+    assert {key: (list(info.shape), info.dtype) for key, info in contents.table.items()} == \
+        {key: (list(t.shape), str(t.dtype).removeprefix("torch.")) for key, t in tiny_state.items()}
+    assert all(contents.tensors()[key] is tiny_state[key] for key in tiny_state)
+
+
+def test_an_in_memory_state_dict_with_two_keys_for_one_tensor_is_refused_by_its_name():
+    with pytest.raises(CheckpointError) as error:
+        from_state_dict({"stem.weight": torch.zeros(1), "module.stem.weight": torch.zeros(1)},
+                        name="my_model.py:build")
+    assert error.value.path == "my_model.py:build" and "'module.stem.weight'" in error.value.problem
+
+
+def test_a_file_matching_no_variant_loads_as_the_architecture_it_describes(tiny_state, tmp_path):
+    # The tiny model is no published variant: cnp.load builds what the tensors describe,
+    # named "inferred", and loads them into it.
+    path = tmp_path / "a.pth"
+    torch.save({"network": official_state(tiny_state)}, path)
+    model = load(path)
+    assert model.spec == dataclasses.replace(
+        TINY, name="inferred", backbone=dataclasses.replace(TINY.backbone, name="inferred"))
+
+
+# ---------------------------------------------------------------- keys and shapes that do not fit
+
+
+def _inspect_refusal(path) -> str:
+    with pytest.raises(CheckpointError) as error:
+        inspect(path)
+    assert error.value.path == str(path)
+    return error.value.problem
+
+
+def _saved_without(state, tmp_path, keys):
+    path = tmp_path / "a.pth"
+    torch.save({"network": official_state({k: t for k, t in state.items() if k not in keys})}, path)
+    return path
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_missing_keys_are_listed_three_at_most_with_how_many_more(count, tiny_state, tmp_path):
+    buffers = [k for k in tiny_state if k.startswith("head.") and ".norm." in k]
+    removed = buffers[:count]  # in the model's key order, which the message keeps
+    problem = _inspect_refusal(_saved_without(tiny_state, tmp_path, removed))
+    listed = ", ".join(removed[:3]) + (f" (+{count - 3} more)" if count > 3 else "")
+    assert problem == f"missing key{'s' if count > 1 else ''} {listed}"
+
+
+def test_a_weight_the_architecture_is_read_from_is_named_when_missing(tiny_state, tmp_path):
+    key = "backbone.downsample_layers.1.1.weight"  # stage 1's width is read off this tensor
+    assert _inspect_refusal(_saved_without(tiny_state, tmp_path, [key])) == f"missing key {key}"
+
+
+def test_shapes_that_describe_no_valid_model_are_refused_with_the_specs_reason(tiny_state, tmp_path):
+    # 4x4 depthwise kernels: ConvNeXt's kernels are odd, so no spec has them.
+    state = {k: (torch.zeros(*t.shape[:2], 4, 4) if k.endswith("dwconv.weight") and k.startswith("backbone.")
+                 else t) for k, t in tiny_state.items()}
+    path = tmp_path / "even.pth"
+    torch.save({"network": official_state(state)}, path)
+    with pytest.raises(ValueError) as reason:  # what the spec itself says of such a kernel
+        dataclasses.replace(TINY.backbone, name="inferred", kernel=4)
+    problem = _inspect_refusal(path)
+    assert problem == f"its shapes describe no valid ConvNeXtPose ({reason.value})"
+
+
+@pytest.mark.parametrize("shape", [[576, 16], [576, 16, 0, 1]], ids=["linear-weight", "empty-kernel"])
+def test_a_weight_the_architecture_is_read_from_must_be_a_convolution(shape, tiny_state, tmp_path):
+    key = "head.final_layer.weight"
+    path = tmp_path / "odd.pth"
+    torch.save({"network": official_state({**tiny_state, key: torch.zeros(shape)})}, path)
+    assert _inspect_refusal(path) == f"{key} has shape {shape}, not a convolution weight"
+
+
+def test_a_backbone_alone_is_a_convnextpose_without_its_head(tiny_state, tmp_path):
+    # Saved from the backbone only: recognised, and the first missing head weight named.
+    path = _saved_without(tiny_state, tmp_path, [k for k in tiny_state if k.startswith("head.")])
+    assert _inspect_refusal(path) == "missing key head.deconv_layers_1.pwconv.weight"
