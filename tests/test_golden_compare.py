@@ -1,4 +1,4 @@
-"""How a golden fingerprint is compared: what passes, what fails, and what a mismatch names.
+"""How a golden fingerprint is taken and compared: what passes, what fails, what a mismatch names.
 
 `cnp check` and the plugin's --cnp-model print these lines; each must say where the output
 departs (its path in the fingerprint) and by how much (found and stored values)."""
@@ -10,7 +10,10 @@ import math
 import pytest
 import torch
 
-from cnp.testing import ATOL, RTOL, deviations, fingerprint, mismatches, worst_ratio
+from cnp.model import soft_argmax
+from cnp.testing import (ATOL, RTOL, deviations, fingerprint, golden_output, mismatches, seeded_input,
+                         seeded_model, worst_ratio)
+from checkpoint_files import TINY
 
 STORED = {"coords": {"shape": [1, 2, 3], "values": [[1.0, -100.0], [0.0, 2.5]]}}
 
@@ -42,7 +45,7 @@ def test_the_tolerance_grows_with_the_stored_value():
 
 def test_a_mismatch_names_its_path_and_both_values():
     [where] = mismatches(STORED, _with(-99.0))
-    assert "/coords/values[0][1]" in where and "-99.0" in where and "-100.0" in where
+    assert where.startswith("/coords/values[0][1]: ") and "-99.0" in where and "-100.0" in where
 
 
 def test_an_integer_found_for_a_stored_float_is_compared_as_a_number():
@@ -54,11 +57,15 @@ def test_an_integer_found_for_a_stored_float_is_compared_as_a_number():
     ({"coords": {"shape": [1, 2, 3], "values": [[1.0, -100.0]]}}, ["/coords/values", "1", "2"]),
     ({"coords": {"shape": [1, 2, 4], "values": STORED["coords"]["values"]}}, ["/coords/shape[2]", "4", "3"]),
     ({"coords": {"shape": [1, 2, 3.0], "values": STORED["coords"]["values"]}}, ["/coords/shape[2]"]),
-], ids=["missing-key", "short-list", "other-integer", "float-for-integer"])
+    ({"coords": 5.0}, ["/coords", "5.0"]),
+    ({"coords": {"shape": 6, "values": STORED["coords"]["values"]}}, ["/coords/shape", "6"]),
+    ({"heatmaps": {}}, ["/: keys", "heatmaps", "coords"]),
+], ids=["missing-key", "short-list", "other-integer", "float-for-integer", "number-for-a-dict",
+        "number-for-a-list", "other-top-level-keys"])
 def test_a_structural_difference_fails_outright_naming_it(found, named):
     [(where, ratio)] = [d for d in deviations(STORED, found) if d[1] > 0]
     assert ratio == math.inf
-    assert all(part in where for part in named)
+    assert where.startswith(named[0]) and all(part in where for part in named)
 
 
 @pytest.mark.parametrize("batched", ["heatmaps", "coords"])
@@ -67,3 +74,19 @@ def test_a_fingerprint_is_taken_of_one_image(batched):
     coords = torch.zeros(2 if batched == "coords" else 1, 2, 3)
     with pytest.raises(ValueError, match="batch of 1"):
         fingerprint(heatmaps, coords)
+
+
+def test_a_fingerprint_that_stores_nothing_deviates_nowhere():
+    assert (worst_ratio({}, {}), mismatches({}, {})) == (0.0, [])
+
+
+def test_golden_coordinates_are_the_float64_soft_argmax_of_the_heatmaps():
+    # In float32 the sums over a volume move by ~1e-3 voxel with the summation order (the
+    # thread count): noise the tolerance would have to absorb. float64 leaves ~1e-12.
+    model = seeded_model(TINY)
+    image = seeded_input(TINY)
+    with torch.no_grad():
+        heatmaps = model.heatmaps(image)
+    coords = soft_argmax(heatmaps.double(), TINY.joint_num, TINY.depth_dim)[0]
+    stored = golden_output(model, image)["coords"]["values"]
+    assert torch.allclose(torch.tensor(stored, dtype=torch.float64), coords, rtol=1e-7, atol=0)
