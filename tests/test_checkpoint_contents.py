@@ -5,13 +5,14 @@ in-memory state_dict reads like a file; a file matching no variant loads as what
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 import torch
 
 from cnp import CheckpointError
 from cnp.checkpoints import from_state_dict, inspect, load, read
-from checkpoint_files import TINY, official_state
+from checkpoint_files import TINY, official_state, save_official
 
 
 def _refusal(path) -> CheckpointError:
@@ -134,3 +135,13 @@ def test_a_backbone_alone_is_a_convnextpose_without_its_head(tiny_state, tmp_pat
     # Saved from the backbone only: recognised, and the first missing head weight named.
     path = _saved_without(tiny_state, tmp_path, [k for k in tiny_state if k.startswith("head.")])
     assert _inspect_refusal(path) == "missing key head.deconv_layers_1.pwconv.weight"
+
+
+def test_the_json_report_with_fingerprints_has_every_digest_and_the_nonfinite_counts(tiny_state, tmp_path):
+    # `cnp inspect --fingerprints --json`: what a user diffs between two copies of a file.
+    key = "head.final_layer.weight"
+    state = {**tiny_state, key: tiny_state[key].clone().index_fill_(0, torch.tensor([0]), float("nan"))}
+    data = inspect(save_official(state, tmp_path / "a.tar"), fingerprints=True).to_dict()
+    assert data["nonfinite"] == {key: state[key][0].numel()}
+    assert data["fingerprints"] == {
+        name: hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest() for name, t in state.items()}

@@ -9,6 +9,7 @@ import stat
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from cnp.checkpoints import inspect, read
 from checkpoint_files import save_official
@@ -82,10 +83,19 @@ def test_convert_with_force_replaces_the_target(source, precious, cli):
     assert read(precious).format == "torch-zip"
 
 
-@pytest.mark.parametrize("target", ["b.onnx", "a.tar"], ids=["unknown-format", "its-own-input"])
-def test_convert_refuses_unknown_format_and_its_own_input(target, source, tmp_path, cli):
+@pytest.mark.parametrize("target, problem", [
+    ("b.onnx", "unknown output format: name it .safetensors or .pth"),
+    ("in.pth", "is the input file"),
+    ("folder.pth", "is a directory"),
+], ids=["unknown-format", "its-own-input", "a-directory"])
+def test_convert_refuses_a_target_it_cannot_write_naming_it(target, problem, source, tmp_path, cli):
+    (tmp_path / "folder.pth").mkdir()
+    if target == "in.pth":  # a .pth file converted onto itself
+        source = tmp_path / "in.pth"
+        source.write_bytes((tmp_path / "a.tar").read_bytes())
     before = source.read_bytes()
-    assert cli("convert", "--force", source, tmp_path / target).code == 2
+    run = cli("convert", "--force", source, tmp_path / target)
+    assert run.code == 2 and run.err.startswith(f"cnp: error: {tmp_path / target}: {problem}")
     assert source.read_bytes() == before
 
 
@@ -96,7 +106,9 @@ def test_convert_refuses_a_folder_that_is_not_there(parent, source, tmp_path, cl
     folder = tmp_path / ("new" if parent == "missing" else "notes")
     before = sorted(tmp_path.rglob("*"))
     run = cli("convert", source, folder / "b.pth")
-    assert run.code == 2 and str(folder) in run.err and run.err.count("\n") == 1
+    what = "does not exist" if parent == "missing" else "is not a folder"
+    assert run.code == 2 and run.err.count("\n") == 1
+    assert run.err.startswith(f"cnp: error: {folder / 'b.pth'}: its folder {folder} {what}; nothing written")
     assert sorted(tmp_path.rglob("*")) == before  # nothing created
 
 
@@ -106,15 +118,21 @@ def test_convert_of_a_bad_source_creates_nothing(tmp_path, cli):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth"]
 
 
-def test_failed_write_leaves_the_target_as_it_was(source, precious, cli, monkeypatch):
+# torch.save reports a full disk as an OSError, or from its zip writer as a RuntimeError.
+@pytest.mark.parametrize("failure, reason", [
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+     "PytorchStreamWriter failed writing file data/0: file write failed"),
+], ids=["oserror", "runtimeerror"])
+def test_failed_write_leaves_the_target_as_it_was(failure, reason, source, precious, cli, monkeypatch):
     def full_disk(obj, path, *args, **kwargs):
         with open(path, "wb") as file:
             file.write(b"half")
-        raise OSError(28, "No space left on device")
+        raise failure
 
     monkeypatch.setattr(torch, "save", full_disk)
     run = cli("convert", "--force", source, precious)
-    assert run.code == 2 and "No space left on device" in run.err
+    assert run.code == 2 and run.err.startswith(f"cnp: error: {precious}: cannot write: {reason}")
     assert precious.read_bytes() == b"precious"
     assert sorted(p.name for p in precious.parent.iterdir()) == ["a.tar", "b.pth"]
 
@@ -149,3 +167,18 @@ def test_convert_splits_the_final_layer_by_the_joints_given(source, tmp_path, cl
     target = tmp_path / "out.pth"
     run = cli("convert", "--joints", "7", source, target)
     assert run.code == 2 and "--joints" in run.err and not target.exists()
+
+
+def test_convert_refuses_a_name_too_long_for_its_temporary_file(source, tmp_path, cli):
+    # A 250-character name is allowed; the temporary file beside it adds 14 characters.
+    target = tmp_path / ("w" * 246 + ".pth")
+    run = cli("convert", source, target)
+    assert run.code == 2 and run.err.startswith(f"cnp: error: {target}: cannot write: File name too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar"]
+
+
+def test_a_safetensors_conversion_says_its_tensors_are_pytorch_ones(source, tmp_path, cli):
+    # Hugging Face's loaders read metadata "format": "pt" to load a file as PyTorch tensors.
+    cli("convert", source, tmp_path / "b.safetensors")
+    with safe_open(tmp_path / "b.safetensors", framework="pt") as file:
+        assert file.metadata() == {"format": "pt"}
