@@ -8,6 +8,7 @@ files name head layers by position (`deconv_layers_N.0/.1/.2`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tarfile
@@ -59,6 +60,23 @@ class RunsCode:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+def sha256_of(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's bytes in row-major order, by hashlib (not by cnp)."""
+    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
+
+
+def edited_records(checkpoint: Path, edit) -> Path:
+    """`checkpoint` (a torch zip) rewritten in place, uncompressed as torch writes it, with
+    each record's bytes replaced by `edit(name, data)`; a record it maps to None is left out."""
+    with zipfile.ZipFile(checkpoint) as written:
+        records = {name: written.read(name) for name in written.namelist()}
+    with zipfile.ZipFile(checkpoint, "w", zipfile.ZIP_STORED) as rewritten:
+        for name, data in records.items():
+            if (edited := edit(name, data)) is not None:
+                rewritten.writestr(name, edited)
+    return checkpoint
 
 
 # ---------------------------------------------------------------- the forms users re-pack them in

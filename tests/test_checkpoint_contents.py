@@ -5,19 +5,19 @@ in-memory state_dict reads like a file; a file matching no variant loads as what
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 import pytest
 import torch
 
 from cnp import CheckpointError
 from cnp.checkpoints import from_state_dict, inspect, load, read
-from checkpoint_files import TINY, official_state, save_official
+from checkpoint_files import TINY, official_state, save_official, sha256_of
 
 
-def _refusal(path) -> CheckpointError:
+def _refusal(path, reader=read) -> CheckpointError:
+    """The one-line CheckpointError `reader` raises for `path`, naming it."""
     with pytest.raises(CheckpointError) as error:
-        read(path)
+        reader(path)
     assert error.value.path == str(path) and "\n" not in str(error.value)
     return error.value
 
@@ -84,13 +84,6 @@ def test_a_file_matching_no_variant_loads_as_the_architecture_it_describes(tiny_
 # ---------------------------------------------------------------- keys and shapes that do not fit
 
 
-def _inspect_refusal(path) -> str:
-    with pytest.raises(CheckpointError) as error:
-        inspect(path)
-    assert error.value.path == str(path)
-    return error.value.problem
-
-
 def _saved_without(state, tmp_path, keys):
     path = tmp_path / "a.pth"
     torch.save({"network": official_state({k: t for k, t in state.items() if k not in keys})}, path)
@@ -101,14 +94,14 @@ def _saved_without(state, tmp_path, keys):
 def test_missing_keys_are_listed_three_at_most_with_how_many_more(count, tiny_state, tmp_path):
     buffers = [k for k in tiny_state if k.startswith("head.") and ".norm." in k]
     removed = buffers[:count]  # in the model's key order, which the message keeps
-    problem = _inspect_refusal(_saved_without(tiny_state, tmp_path, removed))
+    problem = _refusal(_saved_without(tiny_state, tmp_path, removed), inspect).problem
     listed = ", ".join(removed[:3]) + (f" (+{count - 3} more)" if count > 3 else "")
     assert problem == f"missing key{'s' if count > 1 else ''} {listed}"
 
 
 def test_a_weight_the_architecture_is_read_from_is_named_when_missing(tiny_state, tmp_path):
     key = "backbone.downsample_layers.1.1.weight"  # stage 1's width is read off this tensor
-    assert _inspect_refusal(_saved_without(tiny_state, tmp_path, [key])) == f"missing key {key}"
+    assert _refusal(_saved_without(tiny_state, tmp_path, [key]), inspect).problem == f"missing key {key}"
 
 
 def test_shapes_that_describe_no_valid_model_are_refused_with_the_specs_reason(tiny_state, tmp_path):
@@ -119,7 +112,7 @@ def test_shapes_that_describe_no_valid_model_are_refused_with_the_specs_reason(t
     torch.save({"network": official_state(state)}, path)
     with pytest.raises(ValueError) as reason:  # what the spec itself says of such a kernel
         dataclasses.replace(TINY.backbone, name="inferred", kernel=4)
-    problem = _inspect_refusal(path)
+    problem = _refusal(path, inspect).problem
     assert problem == f"its shapes describe no valid ConvNeXtPose ({reason.value})"
 
 
@@ -128,13 +121,13 @@ def test_a_weight_the_architecture_is_read_from_must_be_a_convolution(shape, tin
     key = "head.final_layer.weight"
     path = tmp_path / "odd.pth"
     torch.save({"network": official_state({**tiny_state, key: torch.zeros(shape)})}, path)
-    assert _inspect_refusal(path) == f"{key} has shape {shape}, not a convolution weight"
+    assert _refusal(path, inspect).problem == f"{key} has shape {shape}, not a convolution weight"
 
 
 def test_a_backbone_alone_is_a_convnextpose_without_its_head(tiny_state, tmp_path):
     # Saved from the backbone only: recognised, and the first missing head weight named.
     path = _saved_without(tiny_state, tmp_path, [k for k in tiny_state if k.startswith("head.")])
-    assert _inspect_refusal(path) == "missing key head.deconv_layers_1.pwconv.weight"
+    assert _refusal(path, inspect).problem == "missing key head.deconv_layers_1.pwconv.weight"
 
 
 def test_the_json_report_with_fingerprints_has_every_digest_and_the_nonfinite_counts(tiny_state, tmp_path):
@@ -143,5 +136,4 @@ def test_the_json_report_with_fingerprints_has_every_digest_and_the_nonfinite_co
     state = {**tiny_state, key: tiny_state[key].clone().index_fill_(0, torch.tensor([0]), float("nan"))}
     data = inspect(save_official(state, tmp_path / "a.tar"), fingerprints=True).to_dict()
     assert data["nonfinite"] == {key: state[key][0].numel()}
-    assert data["fingerprints"] == {
-        name: hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest() for name, t in state.items()}
+    assert data["fingerprints"] == {name: sha256_of(t) for name, t in state.items()}

@@ -7,13 +7,11 @@ manifest snapshots store, test ids, and a file departing from its label in one r
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import socket
 import struct
 import warnings
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,8 @@ from cnp.checkpoints import infer_upsample, manifest, read
 from cnp.identify import case_id
 from cnp.model import build
 from cnp.testing import seeded_model
-from checkpoint_files import TINY, RunsCode, official_state, packed, save_official, unzipped
+from checkpoint_files import (TINY, RunsCode, edited_records, official_state, packed, save_official,
+                              sha256_of, unzipped)
 from spec_page import SPEC_PAGE
 
 
@@ -122,12 +121,7 @@ def test_inspect_text_says_the_upsampling_is_unknown_and_why(depth_24_file, cli)
 def _torch_zip_with_pickle(path, pickled: bytes):
     """A torch zip file whose data.pkl is `pickled` (its other records as torch wrote them)."""
     torch.save({"epoch": 1}, path)
-    with zipfile.ZipFile(path) as written:
-        records = {name: written.read(name) for name in written.namelist()}
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as rewritten:
-        for name, data in records.items():
-            rewritten.writestr(name, pickled if name.endswith("/data.pkl") else data)
-    return path
+    return edited_records(path, lambda name, data: pickled if name.endswith("/data.pkl") else data)
 
 
 @pytest.mark.parametrize("pickled, reason", [
@@ -189,7 +183,7 @@ def test_the_manifest_describes_every_tensor_by_its_official_name(tiny_state, tm
     assert found["tensors"] == {
         key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
               "numel": t.numel(),
-              "sha256": hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()}
+              "sha256": sha256_of(t)}
         for key, t in tiny_state.items()}
 
 
@@ -204,25 +198,20 @@ def test_a_safetensors_file_names_each_dtype_as_torch_does(dtype, tmp_path):
         {str(dtype).removeprefix("torch."): 1}
 
 
-def _saved_on_a_gpu(path):
-    """`path` (torch's zip) as a CUDA machine writes it: every storage located on "cuda:0"."""
-    with zipfile.ZipFile(path) as written:
-        records = {name: written.read(name) for name in written.namelist()}
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as rewritten:
-        for name, data in records.items():
-            if name.endswith("/data.pkl"):  # protocol 2: the location is a BINUNICODE string
-                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
-            rewritten.writestr(name, data)
-    return path
+def _on_a_gpu(pickled: bytes) -> bytes:
+    """Pickle bytes as a CUDA machine writes them: every storage located on "cuda:0"
+    (protocol 2: a location is a BINUNICODE string, its length first)."""
+    return pickled.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
 
 
 @pytest.mark.parametrize("form", ["file", "unzipped-folder", "archive-member", "legacy-archive-member"])
 def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(form, tiny_state, tmp_path):
     # The released files were written on GPUs; cnp reads them on machines without one.
-    path = _saved_on_a_gpu(save_official(tiny_state, tmp_path / "gpu.tar"))
+    path = edited_records(save_official(tiny_state, tmp_path / "gpu.tar"),
+                          lambda name, data: _on_a_gpu(data) if name.endswith("/data.pkl") else data)
     if form == "legacy-archive-member":  # the older format pickles the locations inline
         torch.save({"network": official_state(tiny_state)}, path, _use_new_zipfile_serialization=False)
-        path.write_bytes(path.read_bytes().replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"))
+        path.write_bytes(_on_a_gpu(path.read_bytes()))
     if form == "unzipped-folder":
         path = unzipped(path, tmp_path / "extracted")
     elif form != "file":
@@ -325,8 +314,9 @@ def test_a_file_departing_from_its_label_in_one_respect_reports_just_that(change
     # the value or cnp inferred it.
     spec, expected = ONE_CHANGE[change]
     path = save_official(build(spec, "cpu").state_dict(), tmp_path / "ConvNeXtPose_XS.tar")
-    assert [(d.check, d.expected, d.found, d.basis) for d in inspect(path).differences] == expected
-    assert all((d.ok, d.source) == (False, "spec") for d in inspect(path).differences)
+    differences = inspect(path).differences
+    assert [(d.check, d.expected, d.found, d.basis) for d in differences] == expected
+    assert all((d.ok, d.source) == (False, "spec") for d in differences)
 
 
 # The cubic-volume convention (docs/spec.md): at 256x256 input the heatmap side is 8, and
