@@ -39,7 +39,7 @@ class Records:
     """An unzipped torch checkpoint, read record by record as torch's zip reader would be
     (`has_record`, `get_record`, `get_storage_from_record`, `serialization_id`), so that
     torch's own weights-only unpickler rebuilds the tensors. A record data.pkl refers to
-    that is missing or short is a CheckpointError naming it."""
+    that is missing, short or empty is a CheckpointError naming it."""
 
     def __init__(self, where: str | Path):
         self.where = str(where)
@@ -58,7 +58,10 @@ class Records:
 
     def get_record(self, name: str) -> bytes:
         self._require(name, 0)
-        return self._bytes(name)
+        data = self._bytes(name)
+        if not data:  # every record torch reads whole has content: this one was cut short
+            raise CheckpointError(self.where, f"incomplete unzipped checkpoint: {name} is empty")
+        return data
 
     def get_storage_from_record(self, name: str, nbytes: int, _storage_type) -> torch.Tensor:
         self._require(name, nbytes)

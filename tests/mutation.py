@@ -95,8 +95,10 @@ SELECTION = {
                     "tests/test_checkpoint_convert.py", "tests/test_checkpoint_properties.py",
                     "tests/test_checkpoint_edges.py", "tests/test_inspect_text.py",
                     "tests/test_checkpoint_contents.py"],
-    "unpacking": ["tests/test_checkpoint_forms.py", "tests/test_checkpoints.py",
-                  "tests/test_unpacking_edges.py"],
+    "unpacking": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",
+                  "tests/test_checkpoint_convert.py", "tests/test_checkpoint_edges.py",
+                  "tests/test_unpacking_edges.py", "tests/test_inspect_text.py",
+                  "tests/test_checkpoint_contents.py"],
     # A user's implementation: `cnp check` and the plugin's --cnp-model.
     "conformance": ["tests/test_conformance.py", "tests/test_cli_check.py",
                     "tests/test_plugin_model.py"],
@@ -110,6 +112,7 @@ SELECTION = {
     "fast": ["tests/test_fast.py", "tests/test_onnx.py"],
     "fast_ort": ["tests/test_fast.py"],
     "bench": ["tests/test_cli_bench.py", "tests/test_benchmarks.py"],
+    "plot": ["tests/test_plot.py"],
     # Commands.
     "cli_checkpoints": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",
                         "tests/test_checkpoint_convert.py", "tests/test_inspect_text.py",

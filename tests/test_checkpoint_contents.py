@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from cnp import CheckpointError
-from cnp.checkpoints import from_state_dict, inspect, load, read
+from cnp.checkpoints import from_state_dict, infer, inspect, load, read
 from checkpoint_files import TINY, official_state, save_official, sha256_of
+from cnp.specs import HeadLayerSpec
+from cnp.testing import seeded_model
 
 
 def _refusal(path, reader=read) -> CheckpointError:
@@ -137,3 +139,67 @@ def test_the_json_report_with_fingerprints_has_every_digest_and_the_nonfinite_co
     data = inspect(save_official(state, tmp_path / "a.tar"), fingerprints=True).to_dict()
     assert data["nonfinite"] == {key: state[key][0].numel()}
     assert data["fingerprints"] == {name: sha256_of(t) for name, t in state.items()}
+
+
+def test_another_models_state_dict_is_refused_naming_its_first_three_keys(tmp_path):
+    # The user sees which model the file is for instead.
+    path = tmp_path / "resnet.pth"
+    torch.save({f"layer{i}.weight": torch.ones(2) for i in range(1, 6)}, path)
+    problem = _refusal(path, inspect).problem
+    assert problem.startswith("not a ConvNeXtPose checkpoint") and "none of its 5 keys" in problem
+    assert "layer1.weight, layer2.weight, layer3.weight" in problem and "layer4" not in problem
+
+
+def test_a_head_without_its_backbone_is_refused_naming_the_first_missing_backbone_key(
+        tiny_state, tmp_path):
+    # A head saved alone is ConvNeXtPose's, but incomplete: the message says what is missing.
+    path = tmp_path / "head.pth"
+    torch.save({k: v for k, v in tiny_state.items() if k.startswith("head.")}, path)
+    assert _refusal(path, inspect).problem == "missing key backbone.downsample_layers.0.0.weight"
+
+
+def test_one_joint_is_a_joint_count(tiny_state):
+    # joint_num 1: the whole final layer is one joint's depth bins.
+    inferred = infer(from_state_dict(tiny_state), joint_num=1)
+    assert (inferred.joint_num, inferred.depth_dim) == (1, TINY.joint_num * TINY.depth_dim)
+
+
+def _saved(state: dict, path):
+    torch.save(state, path)
+    return path
+
+
+def test_a_head_layer_stored_by_position_and_by_name_is_refused_naming_both_keys(
+        tiny_state, tmp_path):
+    # deconv_layers_1.0 is deconv_layers_1.dwconv in the released M and L files: one tensor twice.
+    state = {**tiny_state, "head.deconv_layers_1.0.weight":
+             tiny_state["head.deconv_layers_1.dwconv.weight"]}
+    problem = _refusal(_saved(state, tmp_path / "twice.pth"), inspect).problem
+    assert "'head.deconv_layers_1.0.weight'" in problem
+    assert "'head.deconv_layers_1.dwconv.weight'" in problem
+
+
+def test_a_stage_without_blocks_is_refused_naming_the_stage(tiny_state, tmp_path):
+    state = {k: v for k, v in tiny_state.items() if not k.startswith("backbone.stages.2.")}
+    assert _refusal(_saved(state, tmp_path / "a.pth"), inspect).problem == "stage 2 has no blocks"
+
+
+def test_blocks_of_a_fifth_stage_are_unexpected_keys(tiny_state, tmp_path):
+    key = "backbone.stages.4.0.dwconv.weight"
+    state = {**tiny_state, key: tiny_state["backbone.stages.3.0.dwconv.weight"]}
+    assert _refusal(_saved(state, tmp_path / "a.pth"), inspect).problem == f"unexpected key {key}"
+
+
+def test_each_head_layers_channels_and_kernel_are_read_from_that_layer():
+    spec = dataclasses.replace(TINY, head=tuple(
+        HeadLayerSpec(channels, kernel=kernel, upsample=layer.upsample)
+        for layer, channels, kernel in zip(TINY.head, (24, 16, 8), (3, 5, 1))))
+    inferred = infer(from_state_dict(seeded_model(spec).state_dict()))
+    assert (inferred.head_channels, inferred.head_kernels) == ((24, 16, 8), (3, 5, 1))
+
+
+def test_a_final_layer_not_divisible_by_the_joints_names_the_file(tiny_state, tmp_path):
+    path = save_official(tiny_state, tmp_path / "a.tar")
+    with pytest.raises(CheckpointError) as error:
+        inspect(path, joint_num=7)
+    assert error.value.path == str(path) and "joint_num 7" in error.value.problem

@@ -62,6 +62,19 @@ def test_a_header_longer_than_the_file_is_safetensors_only_by_name(name, problem
         read(path)
 
 
+
+@pytest.mark.parametrize("data, problem", [
+    (_safetensors_bytes(b"{"), "damaged safetensors file"),  # the shortest: one header byte
+    (_safetensors_bytes(b"{}", declared=0), "not a PyTorch or safetensors checkpoint"),
+], ids=["one-byte-header", "zero-length-header"])
+def test_the_shortest_safetensors_header_is_one_byte(data, problem, tmp_path):
+    # By content, under another name: a declared header of at least one byte that the file
+    # holds, starting with "{". Zero bytes of header is no safetensors file.
+    path = tmp_path / "odd.bin"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match=problem):
+        read(path)
+
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets")
 def test_a_file_that_cannot_be_opened_is_refused_with_the_systems_reason(tmp_path):
     # A socket cannot be opened for reading, even by root (who reads any unreadable file).
