@@ -158,11 +158,11 @@ class OrtFastModel:
 
     engine = "onnxruntime"
 
-    def __init__(self, fast: FastConvNeXtPose, threads: int | None = None):
+    def __init__(self, fast: FastConvNeXtPose):
         # The same session settings as the plain export's ONNX Runtime backend of
         # `cnp bench`: the graph, not the configuration, is what differs.
         self.spec = fast.spec
-        self.session = inference_session(to_onnx(fast).SerializeToString(), threads)
+        self.session = inference_session(to_onnx(fast).SerializeToString())
 
     def _run(self, output: str, image: torch.Tensor) -> torch.Tensor:
         array = image.detach().to("cpu", torch.float32).contiguous().numpy()

@@ -109,6 +109,64 @@ def test_fast_coordinates_are_the_exact_function_with_golden_weights(variant, en
     torch.testing.assert_close(found.double(), exact, rtol=0, atol=COORDS_ATOL)
 
 
+
+def test_onnxruntime_engine_runs_a_float64_model_and_image_in_float32():
+    # ONNX Runtime's graph is float32 whatever the model's dtype; the image is converted too.
+    require_engine("onnxruntime")
+    model = seeded_model("xs").double()
+    image = seeded_input(model.spec).double()
+    with torch.inference_mode():
+        exact = model(image)
+    found = fast_forward(fast_model(model, engine="onnxruntime"), image)
+    assert found.dtype == torch.float32
+    torch.testing.assert_close(found.double(), exact, rtol=0, atol=COORDS_ATOL)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_joints_softmax_is_its_own(engine):
+    # Joint 0's heatmap lies 200 below the others: a softmax shared across joints would
+    # underflow to zero for it (exp(-200) in float32) and give no coordinates.
+    require_engine(engine)
+    model = seeded_model("xs")
+    with torch.no_grad():
+        model.head.final_layer.bias[:model.spec.depth_dim] -= 200
+    image = seeded_input(model.spec)
+    with torch.inference_mode():
+        expected = model(image)
+    found = fast_forward(fast_model(model, engine=engine), image)
+    torch.testing.assert_close(found, expected, rtol=0, atol=COORDS_ATOL)
+
+
+def test_onnxruntime_engines_graph_declares_the_models_inputs_and_outputs():
+    # The graph a user may save (cnp.fast_ort.to_onnx): valid, named and shaped as the spec
+    # says, and versioned for every onnxruntime since 1.10 (IR version 8, opset 17).
+    require_engine("onnxruntime")
+    import onnx
+
+    from cnp.fast import FastConvNeXtPose
+    from cnp.fast_ort import to_onnx
+
+    proto = to_onnx(FastConvNeXtPose(build("xs")))
+    onnx.checker.check_model(proto, full_check=True)
+
+    def shapes(values) -> dict:
+        return {value.name: [dim.dim_param or dim.dim_value
+                             for dim in value.type.tensor_type.shape.dim] for value in values}
+
+    page = SPEC_PAGE["xs"]
+    assert shapes(proto.graph.input) == {"image": ["batch", 3, *page["input"]]}
+    assert shapes(proto.graph.output) == {"heatmaps": ["batch", *page["heatmap_shape"]],
+                                          "coords": ["batch", page["joints"], 3]}
+    assert proto.ir_version == 8 and [(o.domain, o.version) for o in proto.opset_import] == [("", 17)]
+    assert proto.producer_name == "cnp.fast_ort"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fast_model_carries_the_models_spec(engine):
+    require_engine(engine)
+    model = build("xs")
+    assert fast_model(model, engine=engine).spec == model.spec
+
 def test_onnxruntime_is_the_default_engine_on_the_cpu_when_installed():
     assert default_engine(build("xs")) == ("onnxruntime" if ONNX_EXTRA else "torch")
 

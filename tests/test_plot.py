@@ -143,3 +143,20 @@ def test_plot_without_matplotlib_says_which_extra_installs_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     with pytest.raises(plot.PlotUnavailable, match=r"matplotlib.*pip install 'cnp\[plot\]'"):
         plot.require_matplotlib()
+
+
+def test_plot_eager_markers_are_visible_rings(drawn):
+    axes, _ = drawn
+    for collection in scattered(axes, filled=False):
+        assert all(edge[3] > 0 for edge in collection.get_edgecolors()), "eager markers have no edge"
+        assert len(collection.get_edgecolors()) > 0
+
+
+def test_plot_names_sit_beside_their_points(drawn):
+    # A few points from the fast point on screen, wherever the data lie.
+    axes, _ = drawn
+    renderer = axes.figure.canvas.get_renderer()
+    for text in axes.texts:
+        point = axes.transData.transform(text.xy)
+        box = text.get_window_extent(renderer)
+        assert abs(box.x0 - point[0]) < 40 and abs(box.y0 - point[1]) < 40, text.get_text()
