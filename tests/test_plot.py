@@ -160,3 +160,33 @@ def test_plot_names_sit_beside_their_points(drawn):
         point = axes.transData.transform(text.xy)
         box = text.get_window_extent(renderer)
         assert abs(box.x0 - point[0]) < 40 and abs(box.y0 - point[1]) < 40, text.get_text()
+
+
+def presentation(axes) -> dict:
+    """What the picture looks like beyond its facts: sizes, colours, fonts, offsets, texts."""
+    def rgba(colors) -> list:
+        return [[round(float(c), 4) for c in color] for color in colors]
+
+    figure = axes.figure
+    return {
+        "figure": {"inches": [float(v) for v in figure.get_size_inches()], "dpi": figure.dpi},
+        "points": [{"face": rgba(c.get_facecolors()), "edge": rgba(c.get_edgecolors()),
+                    "size": [float(s) for s in c.get_sizes()], "zorder": c.get_zorder()}
+                   for c in axes.collections[:2]],
+        "line": {"color": rgba([matplotlib.colors.to_rgba(axes.lines[0].get_color())]),
+                 "zorder": axes.lines[0].get_zorder()},
+        "name": {"offset": [float(v) for v in axes.texts[0].xyann], "coords": axes.texts[0].anncoords,
+                 "size": axes.texts[0].get_fontsize(), "weight": axes.texts[0].get_fontweight()},
+        "texts": {"x": axes.get_xlabel(), "y": axes.get_ylabel(), "title": axes.get_title(),
+                  "title_size": axes.title.get_fontsize(),
+                  "legend": [t.get_text() for t in axes.get_legend().get_texts()]},
+        "grid": {"shown": axes.xaxis.get_gridlines()[0].get_visible(),
+                 "alpha": axes.xaxis.get_gridlines()[0].get_alpha()},
+        "margins": [float(v) for v in axes.margins()],
+    }
+
+
+def test_plot_presentation_snapshot(drawn, snapshot_json):
+    # Catches any change of how the picture looks; `pytest --snapshot-update` accepts one.
+    axes, _ = drawn
+    assert presentation(axes) == snapshot_json
