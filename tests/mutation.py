@@ -108,10 +108,11 @@ SELECTION = {
     # ONNX and the fast path (the onnx extra must be installed).
     "onnx_graph": ["tests/test_onnx.py"],
     "onnx_check": ["tests/test_onnx.py"],
-    "export": ["tests/test_onnx.py", "tests/test_fast.py"],
+    "export": ["tests/test_onnx.py", "tests/test_fast.py", "tests/test_export_parts.py"],
     "fast": ["tests/test_fast.py", "tests/test_onnx.py"],
     "fast_ort": ["tests/test_fast.py"],
-    "bench": ["tests/test_cli_bench.py", "tests/test_benchmarks.py"],
+    "bench": ["tests/test_cli_bench.py", "tests/test_benchmarks.py",
+              "tests/test_bench_parts.py"],
     "plot": ["tests/test_plot.py"],
     # Commands.
     "cli_checkpoints": ["tests/test_checkpoints.py", "tests/test_checkpoint_forms.py",

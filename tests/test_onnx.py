@@ -56,9 +56,25 @@ def save_weights(model, path):
 # ---------------------------------------------------------------- round trips
 
 
+def dims(value) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
 @pytest.mark.parametrize("variant", EVERY_VARIANT)
 def test_export_round_trips(variant, exports, cli):
+    """The export declares the interface of docs/onnx.md (input `image` (batch, 3, H, W),
+    outputs `heatmaps` (batch, joints·depth, h, w) and `coords` (batch, joints, 3), batch
+    symbolic) and check-onnx passes it. One test: under mutmut only the first test to use
+    an export reaches the exporting code (the exports are made once per session)."""
+    import onnx
+
     assert exports[variant].code == 0
+    spec = VARIANTS[variant]
+    graph = onnx.load(exports[variant].path).graph
+    assert [(i.name, dims(i)) for i in graph.input] == [("image", ["batch", 3, *spec.input_size])]
+    assert [(o.name, dims(o)) for o in graph.output] == [
+        ("heatmaps", ["batch", spec.joint_num * spec.depth_dim, *spec.heatmap_size]),
+        ("coords", ["batch", spec.joint_num, 3])]
     result = cli("check-onnx", exports[variant].path, "--json")
     data = json.loads(result.out)
     assert (result.code, data["variant"]) == (0, variant), result
@@ -291,3 +307,113 @@ def test_onnx_cases_are_selectable_by_variant(tmp_path):
     assert ids == ["m-m_best.onnx", "s-model-s.onnx", "unlabeled-exported.onnx",
                    "xs-ConvNeXtPose_XS.onnx"]
     assert [i for i in ids if "xs" in i.lower()] == ["xs-ConvNeXtPose_XS.onnx"]
+
+
+# ---------------------------------------------------------------- the text of check-onnx
+
+
+def headline(result) -> tuple[str, str, str]:
+    """`PATH: VERDICT: checked against VARIANT`, the first line of check-onnx's report, as
+    (path, verdict, variant)."""
+    path, verdict, against = result.out.splitlines()[0].rsplit(": ", 2)
+    return path, verdict, against.removeprefix("checked against ")
+
+
+def check_lines(result) -> dict[str, list[str]]:
+    """check name → the words of its line (status, then detail)."""
+    return {line.split()[0]: line.split()[1:] for line in result.out.splitlines()[1:]}
+
+
+def test_check_onnx_text_of_a_good_export_xs(exports, cli):
+    result = cli("check-onnx", exports["xs"].path)
+    assert result.code == 0
+    assert headline(result) == (str(exports["xs"].path), "ok", "XS")
+    assert list(check_lines(result)) == list(CHECKS)
+    assert all(words[0] == "pass" for words in check_lines(result).values())
+
+
+def test_check_onnx_text_counts_what_was_not_checked_xs(exports, cli, tmp_path):
+    """Without cnp's metadata the file names no weights: the numerics are not checked, and
+    the headline says how many checks were not (the variant is read off the graph)."""
+    import onnx
+
+    model = onnx.load(exports["xs"].path)
+    del model.metadata_props[:]
+    onnx.save(model, tmp_path / "xs.onnx")
+    result = cli("check-onnx", tmp_path / "xs.onnx")
+    unchecked = [name for name, words in check_lines(result).items()
+                 if words[:2] == ["not", "checked"]]
+    assert "numerics" in unchecked
+    _, verdict, variant = headline(result)
+    assert (result.code, verdict, variant) == (0, f"ok ({len(unchecked)} not checked)", "XS")
+
+
+def test_check_onnx_text_of_a_graph_of_no_variant(cli, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 256, 256])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 256, 256])
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["out"])], "g",
+                              [image], [out])
+    onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
+    result = cli("check-onnx", tmp_path / "other.onnx")
+    assert (result.code, headline(result)[1:]) == (1, ("FAIL (2 not checked)", "no variant"))
+
+
+def test_check_onnx_text_of_a_broken_export_fails_xs(misaligned, cli):
+    result = cli("check-onnx", misaligned)
+    assert (result.code, headline(result)) == (1, (str(misaligned), "FAIL", "XS"))
+    assert check_lines(result)["upsampling"][0] == "fail"
+
+
+# ---------------------------------------------------------------- what `cnp export` passes on
+
+
+@pytest.fixture
+def recorded_exports(monkeypatch):
+    """cnp.export.export_onnx replaced by a recorder: what `cnp export` asks of it, without
+    the seconds of a real export (test_export_round_trips makes real ones)."""
+    calls = []
+
+    def record(model, target, *, opset=None, metadata=None, force=False):
+        calls.append({"variant": model.spec.name, "target": target, "opset": opset,
+                      "metadata": metadata, "force": force})
+        return target
+
+    monkeypatch.setattr("cnp.export.export_onnx", record)
+    return calls
+
+
+def test_export_of_a_checkpoint_records_its_file_and_options(recorded_exports, cli, tmp_path):
+    weights = save_weights(seeded_model("xs"), tmp_path / "mine.pth")
+    target = tmp_path / "old.onnx"
+    target.write_bytes(b"an older export")
+    result = cli("export", weights, target, "--force", "--opset", "18")
+    assert result.code == 0, result
+    (call,) = recorded_exports
+    assert (call["variant"], call["target"], call["opset"], call["force"]) == (
+        "xs", target, 18, True)
+    assert call["metadata"]["cnp.weights"] == "checkpoint:mine.pth"
+    assert result.out.split()[:2] == ["wrote", str(target)]
+    assert "XS" in result.out.split(str(target))[1] and "checkpoint mine.pth" in result.out
+
+
+def test_export_of_a_variant_name_ignores_case_and_spaces(recorded_exports, cli, tmp_path):
+    assert cli("export", " XS ", tmp_path / "xs.onnx").code == 0
+    (call,) = recorded_exports
+    assert (call["variant"], call["opset"], call["metadata"]["cnp.weights"]) == (
+        "xs", None, "seeded:2023")
+
+
+def test_export_refuses_to_write_over_its_input(recorded_exports, cli, tmp_path):
+    weights = save_weights(seeded_model("xs"), tmp_path / "xs.pth")
+    result = cli("export", weights, weights, "--force")
+    assert one_line_error(result) and str(weights) in result.err and "input" in result.err
+    assert recorded_exports == [] and list(tmp_path.iterdir()) == [weights]
+
+
+def test_export_names_a_source_that_is_neither_file_nor_variant(cli, tmp_path):
+    result = cli("export", "xxl", tmp_path / "x.onnx")
+    assert one_line_error(result) and "xxl" in result.err
+    assert all(name in result.err for name in VARIANTS)

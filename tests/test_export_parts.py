@@ -1,0 +1,153 @@
+"""cnp.export's parts, without the seconds of a real export: what cnp asks of torch's
+exporter and what it refuses, where it writes, how it opens ONNX Runtime.
+(tests/test_onnx.py runs real exports and checks what they compute.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from importlib import metadata
+
+import pytest
+import torch
+
+if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxruntime", "onnxscript")):
+    pytest.skip("the 'onnx' extra is not installed", allow_module_level=True)
+
+from cnp import export  # noqa: E402
+from cnp.errors import InputError  # noqa: E402
+from cnp.model import build  # noqa: E402
+from cnp.specs import VARIANTS  # noqa: E402
+from cnp.testing import seeded_model  # noqa: E402
+
+
+def identity_model(opset: int = 18):
+    """A one-node ONNX model (image → heatmaps) written at `opset`."""
+    from onnx import TensorProto, helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 2, 2])
+    out = helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, [1, 3, 2, 2])
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["heatmaps"])], "g",
+                              [image], [out])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.fixture
+def exporter(monkeypatch):
+    """torch.onnx.export replaced: it records the opset asked for and writes opset 18."""
+    asked = []
+
+    class Program:
+        model_proto = identity_model(18)
+
+    def export_(*args, opset_version=None, **kwargs):
+        asked.append(opset_version)
+        return Program()
+
+    monkeypatch.setattr(torch.onnx, "export", export_)
+    return asked
+
+
+def test_an_opset_the_exporter_did_not_write_is_refused(exporter):
+    with pytest.raises(InputError) as refused:
+        export.to_onnx(build(VARIANTS["xs"]), opset=11)
+    assert refused.value.path == "--opset 11" and "18" in refused.value.problem
+    assert exporter == [11]
+
+
+def test_export_onnx_passes_the_opset_and_records_cnp_version(exporter, tmp_path):
+    import onnx
+
+    path = export.export_onnx(build(VARIANTS["xs"]), tmp_path / "x.onnx", opset=18,
+                              metadata={"cnp.weights": "seeded:1"})
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert exporter == [18]
+    assert meta == {"cnp.version": metadata.version("cnp"), "cnp.weights": "seeded:1"}
+
+
+def test_export_onnx_keeps_an_existing_file_by_default(exporter, tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"keep")
+    with pytest.raises(InputError, match="--force"):
+        export.export_onnx(build(VARIANTS["xs"]), tmp_path / "x.onnx")
+    assert exporter == [] and (tmp_path / "x.onnx").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("case", ["directory", "exists", "no-parent"])
+def test_check_target_names_the_target_and_the_problem(case, tmp_path):
+    target = {"directory": tmp_path, "exists": tmp_path / "x.onnx",
+              "no-parent": tmp_path / "missing" / "x.onnx"}[case]
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(InputError) as refused:
+        export.check_target(target)
+    fact = {"directory": "directory", "exists": "--force",
+            "no-parent": repr(str(tmp_path / "missing"))}[case]
+    assert refused.value.path == str(target) and fact in refused.value.problem
+
+
+def test_write_atomically_keeps_an_existing_file_by_default(tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"keep")
+    with pytest.raises(InputError, match="--force"):
+        export.write_atomically(b"new", tmp_path / "x.onnx")
+    assert [(p.name, p.read_bytes()) for p in tmp_path.iterdir()] == [("x.onnx", b"keep")]
+
+
+def test_a_new_file_gets_mode_0o666_under_umask_0(tmp_path):
+    previous = os.umask(0)
+    try:
+        path = export.write_atomically(b"new", tmp_path / "x.onnx")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666
+
+
+def test_a_failed_write_names_the_target(tmp_path, monkeypatch):
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(InputError) as refused:
+        export.write_atomically(b"new", tmp_path / "x.onnx")
+    assert refused.value.path == str(tmp_path / "x.onnx")
+
+
+def test_cnp_version_is_the_installed_one_or_unknown(monkeypatch):
+    assert export.cnp_version() == metadata.version("cnp")
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(export.package_metadata, "version", not_installed)
+    assert export.cnp_version() == "unknown"
+
+
+def test_require_names_every_missing_module():
+    with pytest.raises(InputError) as refused:
+        export.require("onnx", "no_such_module_a", "no_such_module_b")
+    assert "no_such_module_a" in refused.value.path and "no_such_module_b" in refused.value.path
+    assert "onnx" not in refused.value.path.replace("no_such", "")
+
+
+def test_seeded_is_the_golden_seeded_model():
+    golden = seeded_model("xs", 7).state_dict()
+    for name, tensor in export.seeded("xs", 7).state_dict().items():
+        assert torch.equal(tensor, golden[name]), name
+
+
+@pytest.mark.parametrize("source", ["path", "bytes"])
+def test_inference_session_runs_a_file_or_bytes_on_the_cpu(source, tmp_path):
+    import onnx
+
+    onnx.save(identity_model(), tmp_path / "m.onnx")
+    model = tmp_path / "m.onnx" if source == "path" else (tmp_path / "m.onnx").read_bytes()
+    session = export.inference_session(model, threads=1)
+    image = torch.rand(1, 3, 2, 2).numpy()
+    assert (session.run(None, {"image": image})[0] == image).all()
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert session.get_session_options().intra_op_num_threads == 1
+
+
+def test_session_options_never_spin():
+    """Spinning intra-op threads would take the cores from the next interleaved backend."""
+    options = export.session_options(threads=3)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 3
