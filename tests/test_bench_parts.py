@@ -89,3 +89,57 @@ def test_machine_info_without_proc_names_the_processor(monkeypatch):
 
     monkeypatch.setattr(bench, "open", no_proc, raising=False)
     assert bench.machine_info()["cpu"] == (platform.processor() or platform.machine())
+
+
+@pytest.mark.parametrize("variant", ["xs", "m"])
+def test_each_backend_counts_the_conv_macs_it_executes(variant):
+    """The eager model executes the spec's conv MACs. The fast path's last head layer
+    upsamples after final_layer, not before: where that layer upsamples (M: 3UP), its
+    final_layer runs on a quarter of the pixels; where it does not (XS: 2UP), no fewer."""
+    spec = VARIANTS[variant]
+    eager = build(spec)
+    backends = {name: bench.make_backend(name, eager) for name in ("eager", "fast-torch")}
+    conv_macs = summarize(spec).macs.conv_weights
+    joints, side = spec.joint_num * spec.depth_dim, spec.heatmap_size
+    saved = 3 * joints * spec.head[-1].out_channels * side[0] * side[1] // 4
+    assert backends["eager"].executed_macs == conv_macs
+    assert backends["fast-torch"].executed_macs == conv_macs - (
+        saved if spec.head_upsample[-1] > 1 else 0)
+    assert all(0 <= b.setup_s < 60 for b in backends.values())
+    assert [b.engine for b in backends.values()] == ["torch", "torch"]
+
+
+def test_bench_variant_reports_the_timings_it_took(monkeypatch):
+    """With timings given (a fake clock), every reported figure is their closed form."""
+    asked, ran = {}, {}
+    seconds = {"eager": (0.4, 0.2, 0.8), "fast-torch": (0.2, 0.1, 0.4)}
+
+    def timed(calls, batch, repeats, warmup=2, device="cpu"):
+        asked.update(batch=batch, repeats=repeats, warmup=warmup, device=device)
+        ran.update({name: call() for name, call in calls.items()})
+        return {name: bench.Timing(seconds[name], batch) for name in calls}
+
+    monkeypatch.setattr(bench, "time_interleaved", timed)
+    monkeypatch.setattr(bench, "matmul_roofline", lambda device="cpu": 100.0)
+    result = bench.bench_variant("xs", backends=("eager", "fast-torch"), batch=2, repeats=3,
+                                 warmup=0)
+    spec = VARIANTS["xs"]
+    assert asked == {"batch": 2, "repeats": 3, "warmup": 0, "device": "cpu"}
+    assert all(out.shape == (2, spec.joint_num, 3) for out in ran.values())
+    macs = summarize(spec).macs.total
+    assert (result.variant, result.batch, result.device, result.repeats, result.macs,
+            result.roofline_gflops_s) == ("xs", 2, "cpu", 3, macs, 100.0)
+    eager = result.backends["eager"]
+    assert eager.ms_runs == (200.0, 100.0, 400.0) and eager.ms_img == 200.0
+    assert (eager.img_s, eager.gflops_s) == (5.0, bench.gflop_s(macs, 5.0))
+    assert eager.executed_gflops_s == bench.gflop_s(summarize(spec).macs.conv_weights, 5.0)
+    assert eager.roofline_fraction == eager.gflops_s / 100.0
+    assert (eager.speedup_over, result.backends["fast-torch"].speedup_over) == (
+        {"fast-torch": 0.5}, {"eager": 2.0})
+
+
+def test_a_given_roofline_is_not_measured_again(monkeypatch):
+    monkeypatch.setattr(bench, "matmul_roofline", lambda device="cpu": pytest.fail("measured"))
+    result = bench.bench_variant("xs", backends=("eager",), repeats=1, warmup=0,
+                                 roofline_gflops_s=50.0)
+    assert result.roofline_gflops_s == 50.0

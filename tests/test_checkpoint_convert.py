@@ -58,6 +58,16 @@ def test_convert_leaves_no_temporary_file(source, tmp_path, cli):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "b.pth"]
 
 
+def test_convert_steps_around_a_temporary_name_already_taken(source, tmp_path, cli, monkeypatch):
+    """Another writer's temporary file of the same random name is neither used nor lost."""
+    names = iter(["taken", "free"])
+    monkeypatch.setattr("secrets.token_hex", lambda n: next(names))
+    (tmp_path / ".b.pth.taken.tmp").write_bytes(b"someone else's")
+    assert cli("convert", source, tmp_path / "b.pth").code == 0
+    assert (tmp_path / ".b.pth.taken.tmp").read_bytes() == b"someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.pth.taken.tmp", "a.tar", "b.pth"]
+
+
 # ---------------------------------------------------------------- refusals
 
 

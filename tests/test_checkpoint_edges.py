@@ -120,7 +120,10 @@ def test_nonfinite_values_are_reported_beside_architecture_differences(tiny_stat
     report = inspect(save_official(state, tmp_path / "ConvNeXtPose_XS.tar"), fingerprints=True)
     checks = {d.check: d for d in report.differences}
     assert {"backbone.depths", "backbone.dims", "values.nonfinite"} <= set(checks)
-    assert checks["values.nonfinite"].found == {"head.final_layer.weight": 1}
+    nonfinite = checks["values.nonfinite"]
+    # None expected, one found, a failure, measured against the spec (finite weights).
+    assert (nonfinite.expected, nonfinite.found, nonfinite.ok, nonfinite.source,
+            nonfinite.basis) == (0, {"head.final_layer.weight": 1}, False, "spec", "measured")
 
 
 def test_inspect_text_says_the_upsampling_is_unknown_and_why(depth_24_file, cli):
@@ -344,3 +347,10 @@ def test_upsampling_is_inferred_from_the_depth_by_the_cubic_volume_convention(de
         assert f"depth_dim {depth_dim} = heatmap side 8·2^{layers} at 256x256 input" in reason
     else:  # 24 is no power-of-two multiple of 8; 128 would need four upsampling head layers
         assert f"depth_dim {depth_dim} is not 8·2^U (U = 0..3)" in reason
+
+
+def test_an_unlabeled_file_expects_no_variant(tiny_state, tmp_path):
+    """No variant in the file name and none asked for: nothing is expected, so the report
+    names no source for an expectation (the differences are the closest variant's)."""
+    report = inspect(save_official(tiny_state, tmp_path / "weights.tar"))
+    assert (report.expected_variant, report.expected_from) == (None, None)

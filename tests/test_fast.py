@@ -218,6 +218,25 @@ def test_fast_model_leaves_the_eager_model_unchanged():
     assert all(isinstance(m.norm, nn.BatchNorm2d) for m in eager.backbone.stages[0])
 
 
+def test_fast_model_shares_nothing_with_the_eager_model():
+    """A user who keeps training the eager model keeps it in training mode, and its
+    parameters are not the fast model's (whose layout and values fast_model changes)."""
+    eager = build("xs").train()
+    fast = fast_model(eager, engine="torch")
+    assert all(module.training for module in eager.modules())
+    pointers = {p.data_ptr() for p in eager.parameters()}
+    assert not pointers & {p.data_ptr() for p in fast.parameters()}
+
+
+def test_fast_model_keeps_its_conv_weights_channels_last():
+    """Channels-last is the layout oneDNN's convolutions run fastest in on a CPU: weights
+    stored so are not converted at each call."""
+    fast = fast_model(build("xs"), engine="torch")
+    weights = [(name, p) for name, p in fast.named_parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last)
+                           for _, p in weights)
+
+
 def _random_bn(channels: int) -> nn.BatchNorm2d:
     return randomize_batchnorms(nn.BatchNorm2d(channels).eval(), seed=2)
 
