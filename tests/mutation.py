@@ -12,7 +12,9 @@ minutes per module (docs/testing.md, "Mutation score", has the measured times).
 Each module runs in a fresh copy of the repository under build/mutation/<module>/ (log:
 mutmut.log there), with the tests in SELECTION[module]. The table it prints:
   killed     a test failed, or the mutant broke `import cnp` (pytest then exits 2 or 4,
-             which mutmut files under "interrupted" and "timeout": counted as killed here)
+             which mutmut files under "interrupted" and "timeout": counted as killed here),
+             or crashed the test process (SIGABRT, SIGSEGV: onnxruntime aborts on a None
+             where its C++ wants a string)
   timeout    the tests ran past mutmut's limit (an endless loop): caught, not killed
   survived   every test passed
   no tests   no selected test reaches the function
@@ -133,7 +135,8 @@ PRELOAD = ["torch", "torch.utils.flop_counter", "numpy", "safetensors.torch", "h
 PYTEST_ARGS = ["-m", "not slow", "-p", "no:cacheprovider"]  # slow: subprocesses, unlinked
 
 # mutmut's stored exit codes → what they mean here (see the module docstring).
-KILLED = {1, 3, 2, 4, 255}  # tests failed; pytest internal error; import broken (2, 4, -1)
+KILLED = {1, 3, 2, 4, 255,  # tests failed; pytest internal error; import broken (2, 4, -1)
+          -6, -11}  # the test process crashed: SIGABRT, SIGSEGV
 TIMEOUT = {24, -24, 152, 36, -9}  # SIGXCPU, or SIGKILL one second after it
 SURVIVED = {0}
 NO_TESTS = {5, 33}

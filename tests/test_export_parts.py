@@ -48,6 +48,21 @@ def exporter(monkeypatch):
     return asked
 
 
+@pytest.mark.parametrize("domain", ["", "ai.onnx"])
+def test_the_default_domain_is_read_by_either_name(domain, monkeypatch):
+    """ONNX names its default operator set "" or "ai.onnx"."""
+    from onnx import helper
+
+    class Program:
+        model_proto = identity_model(18)
+
+    del Program.model_proto.opset_import[:]
+    Program.model_proto.opset_import.extend([helper.make_opsetid(domain, 18),
+                                            helper.make_opsetid("com.microsoft", 1)])
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: Program())
+    assert export.to_onnx(build(VARIANTS["xs"]), opset=18) is Program.model_proto
+
+
 def test_an_opset_the_exporter_did_not_write_is_refused(exporter):
     with pytest.raises(InputError) as refused:
         export.to_onnx(build(VARIANTS["xs"]), opset=11)
@@ -63,6 +78,72 @@ def test_export_onnx_passes_the_opset_and_records_cnp_version(exporter, tmp_path
     meta = {p.key: p.value for p in onnx.load(path).metadata_props}
     assert exporter == [18]
     assert meta == {"cnp.version": metadata.version("cnp"), "cnp.weights": "seeded:1"}
+
+
+@pytest.fixture
+def export_call(monkeypatch):
+    """torch.onnx.export replaced: it keeps what it was called with and writes opset 18."""
+    call = {}
+
+    class Program:
+        model_proto = identity_model(18)
+
+    def export_(module, args, **kwargs):
+        call.update(kwargs, module=module, args=args)
+        return Program()
+
+    monkeypatch.setattr(torch.onnx, "export", export_)
+    return call
+
+
+def test_to_onnx_asks_for_the_dynamo_exporter_quietly(export_call):
+    """dynamo=True and verbose=False whatever the installed torch's defaults (before torch
+    2.9 the default exporter was the TorchScript one)."""
+    export.to_onnx(build(VARIANTS["xs"]))
+    assert export_call["dynamo"] is True and export_call["verbose"] is False
+    assert export_call["input_names"] == ["image"]
+    batch = export_call["dynamic_shapes"]["image"][0]
+    assert batch.min == 1 and export_call["args"][0].shape[0] > 1  # batch 1 would specialize
+
+
+@pytest.mark.parametrize("coords", [True, False], ids=["coords", "heatmaps-only"])
+def test_to_onnx_exports_coords_unless_told_not_to(coords, export_call):
+    model = seeded_model("xs")
+    export.to_onnx(model, **({} if coords else {"coords": False}))
+    outputs = export_call["module"](export_call["args"][0])
+    heatmaps = model.heatmaps(export_call["args"][0])
+    if coords:
+        assert export_call["output_names"] == ["heatmaps", "coords"]
+        assert torch.equal(outputs[0], heatmaps)
+        assert outputs[1].shape == (export.EXPORT_BATCH, VARIANTS["xs"].joint_num, 3)
+    else:
+        assert export_call["output_names"] == ["heatmaps"]
+        assert torch.equal(outputs, heatmaps)
+
+
+def test_export_onnx_passes_coords_on(export_call, tmp_path):
+    export.export_onnx(build(VARIANTS["xs"]), tmp_path / "x.onnx", coords=False)
+    assert export_call["output_names"] == ["heatmaps"]
+
+
+def test_the_exported_module_computes_heatmaps_and_coords_by_default():
+    model = seeded_model("xs")
+    image = torch.rand(1, 3, *VARIANTS["xs"].input_size)
+    heatmaps, coords = export.Exported(model)(image)
+    assert torch.equal(heatmaps, model.heatmaps(image))
+    assert torch.equal(coords, model(image))
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
+def test_to_onnx_names_each_missing_module(missing, export_call, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == missing else find_spec(name, *a))
+    with pytest.raises(InputError) as refused:
+        export.to_onnx(build(VARIANTS["xs"]))
+    assert refused.value.path == missing and export_call == {}
 
 
 def test_export_onnx_keeps_an_existing_file_by_default(exporter, tmp_path):
@@ -139,11 +220,22 @@ def test_inference_session_runs_a_file_or_bytes_on_the_cpu(source, tmp_path):
 
     onnx.save(identity_model(), tmp_path / "m.onnx")
     model = tmp_path / "m.onnx" if source == "path" else (tmp_path / "m.onnx").read_bytes()
-    session = export.inference_session(model, threads=1)
+    session = export.inference_session(model, threads=3)  # the suite runs torch on 1
     image = torch.rand(1, 3, 2, 2).numpy()
     assert (session.run(None, {"image": image})[0] == image).all()
     assert session.get_providers() == ["CPUExecutionProvider"]
-    assert session.get_session_options().intra_op_num_threads == 1
+    assert session.get_session_options().intra_op_num_threads == 3
+
+
+def test_inference_session_asks_for_the_cpu_by_name(monkeypatch):
+    """Left to itself, onnxruntime-gpu would take CUDA first."""
+    import onnxruntime
+
+    asked = {}
+    monkeypatch.setattr(onnxruntime, "InferenceSession",
+                        lambda source, options, **kwargs: asked.update(kwargs, source=source))
+    export.inference_session(b"model")
+    assert asked == {"source": b"model", "providers": ["CPUExecutionProvider"]}
 
 
 def test_session_options_never_spin():
@@ -151,3 +243,4 @@ def test_session_options_never_spin():
     options = export.session_options(threads=3)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == 3
+    assert options.log_severity_level == 3  # onnxruntime's ERROR: warnings are not shown
