@@ -417,3 +417,16 @@ def test_export_names_a_source_that_is_neither_file_nor_variant(cli, tmp_path):
     result = cli("export", "xxl", tmp_path / "x.onnx")
     assert one_line_error(result) and "xxl" in result.err
     assert all(name in result.err for name in VARIANTS)
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
+def test_export_says_a_missing_module_before_reading_its_source(missing, cli, tmp_path,
+                                                                 monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == missing else find_spec(name, *a))
+    result = cli("export", "xxl", tmp_path / "x.onnx")
+    assert one_line_error(result) and f"{missing}: not installed" in result.err
+    assert "xxl" not in result.err

@@ -1,0 +1,296 @@
+"""cnp.onnx_check's checks on small hand-made graphs, one flaw each: what `cnp check-onnx`
+reports for a graph that is wrong in a way no export of cnp's would be.
+(tests/test_onnx.py checks real exports end to end.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy
+import pytest
+
+if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxruntime")):
+    pytest.skip("the 'onnx' extra is not installed", allow_module_level=True)
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from cnp import onnx_check  # noqa: E402
+from cnp.errors import InputError  # noqa: E402
+from cnp.onnx_check import Reference  # noqa: E402
+from cnp.specs import VARIANTS  # noqa: E402
+from cnp.testing import ATOL, RTOL, seeded_model  # noqa: E402
+
+XS = VARIANTS["xs"]
+CHANNELS = XS.joint_num * XS.depth_dim
+STRIDE = XS.input_size[0] // XS.heatmap_size[0]  # one strided conv: image → heatmap size
+
+
+def graph(image=("N", 3, *XS.input_size), channels=CHANNELS, stride=STRIDE, name="heatmaps",
+          weight=None, extra_input=False, op="Conv"):
+    """image → one strided Conv → `name`: a heatmaps-shaped output for XS unless told
+    otherwise. Its numbers are not XS's: numerics fail, by how much is measured."""
+    size = [d // stride if isinstance(d, int) else d for d in image[2:]]
+    out_shape = [image[0], channels, *size]
+    rng = numpy.random.default_rng(0)
+    kernel = (rng.standard_normal((channels, image[1], stride, stride)) * 0.01
+              if weight is None else numpy.full((channels, image[1], stride, stride), weight))
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(image))]
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, list(image)))
+    node = helper.make_node(op, ["image", "w"], [name], strides=[stride, stride])
+    proto = helper.make_graph(
+        [node], "g", inputs, [helper.make_tensor_value_info(name, TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(kernel.astype(numpy.float32), "w")])
+    return helper.make_model(proto, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def rank_two_output():
+    """image → ReduceMean over H and W → `features` (N, 3): neither heatmaps nor coords."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *XS.input_size])
+    out = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3])
+    node = helper.make_node("ReduceMean", ["image"], ["features"], axes=[2, 3], keepdims=0)
+    return helper.make_model(helper.make_graph([node], "g", [image], [out]),
+                             opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def structure(model):
+    check = onnx_check.check_structure(model, XS)
+    return check, check.detail.split("; ")
+
+
+# ---------------------------------------------------------------- structure
+
+
+def test_a_graph_of_the_variants_shapes_has_a_good_structure():
+    check, _ = structure(graph())
+    assert check.ok is True
+    assert check.found == {"checker": "pass", "inputs": {"image": "Nx3x256x256"},
+                           "batch": "dynamic", "outputs": {"heatmaps": f"Nx{CHANNELS}x32x32"},
+                           "has": "heatmaps"}
+    assert "heatmaps Nx576x32x32" in check.detail and "(dynamic batch)" in check.detail
+
+
+def test_two_inputs_are_not_one_image():
+    check, problems = structure(graph(extra_input=True))
+    assert check.ok is False and check.found["batch"] == "unknown"
+    assert any("expected one input Nx3xHxW" in p and "mask" in p for p in problems)
+
+
+def test_a_one_channel_input_is_not_an_image():
+    check, problems = structure(graph(image=("N", 1, *XS.input_size)))
+    assert check.ok is False
+    assert any("expected one input Nx3xHxW" in p and "Nx1x256x256" in p for p in problems)
+
+
+def test_another_input_size_is_named():
+    check, problems = structure(graph(image=("N", 3, 128, 128), stride=STRIDE // 2))
+    assert check.ok is False
+    assert problems == ["input Nx3x128x128, expected 256x256 images"]
+
+
+def test_a_fixed_batch_is_one_input_size_not_the_model():
+    check, problems = structure(graph(image=(1, 3, *XS.input_size)))
+    assert check.ok is False and check.found["batch"] == "fixed at 1"
+    assert len(problems) == 1 and problems[0].startswith("batch fixed at 1")
+
+
+def test_an_output_of_neither_role_is_no_heatmaps():
+    check, problems = structure(rank_two_output())
+    assert check.ok is False and check.found["has"] == "neither"
+    assert problems == ["no output is heatmaps (rank 4) or coordinates (rank 3, last dim 3)"]
+
+
+def test_heatmaps_of_other_channels_are_named_with_the_expected_shape():
+    check, problems = structure(graph(channels=XS.joint_num))
+    assert check.ok is False
+    assert problems == [f"heatmaps Nx{XS.joint_num}x32x32, expected Nx{CHANNELS}x32x32"]
+
+
+def test_a_graph_the_onnx_checker_rejects_fails_with_its_reason():
+    check, problems = structure(graph(op="NoSuchOp"))
+    assert check.ok is False and check.found["checker"].startswith("fail: ")
+    assert problems[0].startswith("onnx.checker: fail: ") and "NoSuchOp" in problems[0]
+
+
+def test_without_a_variant_only_the_graphs_own_shapes_are_checked():
+    check = onnx_check.check_structure(graph(image=("N", 3, 128, 128)), None)
+    assert check.ok is True and check.expected["inputs"] == "one: Nx3xHxW"
+    assert check.expected["outputs"] == "heatmaps and/or coords"
+
+
+# ---------------------------------------------------------------- upsampling
+
+
+def resizes(count: int, mode: str = "linear"):
+    """image → `count` Resize nodes in a row, each ×2 (linear, align_corners)."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])
+    scales = numpy_helper.from_array(numpy.array([1, 1, 2, 2], numpy.float32), "scales")
+    nodes, value = [], "image"
+    for n in range(count):
+        nodes.append(helper.make_node("Resize", [value, "", "scales"], [f"up{n}"], name=f"up{n}",
+                                      mode=mode, coordinate_transformation_mode="align_corners"))
+        value = f"up{n}"
+    out = helper.make_tensor_value_info(value, TensorProto.FLOAT, None)
+    return helper.make_model(helper.make_graph(nodes, "g", [image], [out], [scales]),
+                             opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_too_few_upsampling_nodes_are_counted():
+    check = onnx_check.check_upsampling(resizes(1), None, XS)
+    assert check.ok is False
+    assert check.detail.startswith("1 upsampling nodes, expected 2 (one per upsampling head "
+                                   "layer of XS)")
+
+
+def test_an_upsampling_node_more_than_the_spec_is_unexpected():
+    check = onnx_check.check_upsampling(resizes(3), None, XS)
+    assert check.ok is False
+    assert check.detail.endswith("up2 in unknown (the graph is not a ConvNeXtPose): unexpected")
+
+
+def test_each_upsampling_node_names_what_differs():
+    check = onnx_check.check_upsampling(resizes(2, mode="nearest"), None, XS)
+    assert check.ok is False
+    assert check.detail.startswith(
+        "up0 in unknown (the graph is not a ConvNeXtPose): layer unknown (the graph is not a "
+        "ConvNeXtPose), mode nearest; expected head.deconv_layers_1 linear align_corners x2; "
+        "up1 in unknown")
+    assert check.detail.endswith("expected head.deconv_layers_2 linear align_corners x2")
+
+
+def test_upsampling_without_a_variant_is_not_checked():
+    check = onnx_check.check_upsampling(resizes(1), None, None)
+    assert check.ok is None and check.expected is None and len(check.found) == 1
+
+
+@pytest.mark.parametrize("scale, text", [([2.0, 2.0], "2"), ([2.0, 1.5], "2,1.5"), (None, "?")],
+                         ids=["square", "two-factors", "unknown"])
+def test_a_scale_is_written_once_when_both_sides_agree(scale, text):
+    assert onnx_check._scale_text(scale) == text
+
+
+# ---------------------------------------------------------------- numerics
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return Reference(seeded_model("xs"), "seeded XS")
+
+
+def test_tolerance_units_are_the_deviation_over_the_allowed_one():
+    expected = numpy.array([0.0, 1.0, -2.0])
+    found = expected + numpy.array([ATOL, -(ATOL + RTOL), 0.5 * (ATOL + 2 * RTOL)])
+    assert onnx_check.tolerance_units(found, expected) == pytest.approx(1.0)
+    assert onnx_check.tolerance_units(found[2:], expected[2:]) == pytest.approx(0.5)
+    assert onnx_check.tolerance_units(numpy.zeros(0), numpy.zeros(0)) == 0.0
+    assert math.isnan(onnx_check.tolerance_units(numpy.array([math.nan]), numpy.zeros(1)))
+
+
+def test_a_graph_onnx_runtime_cannot_load_fails_the_numerics(reference):
+    check = onnx_check.check_numerics(graph(op="NoSuchOp"), reference)
+    assert check.ok is False and check.found is None
+    assert check.detail.startswith("ONNX Runtime cannot load it: ") and "NoSuchOp" in check.detail
+
+
+def test_a_batch_onnx_runtime_cannot_run_is_named(reference):
+    check = onnx_check.check_numerics(graph(image=(1, 3, *XS.input_size)), reference)
+    assert check.ok is False and list(check.found) == ["batch_1"]
+    assert any(p.startswith("batch 4: ONNX Runtime failed: ") for p in check.detail.split("; "))
+
+
+def test_an_output_of_another_shape_is_named_not_compared(reference):
+    check = onnx_check.check_numerics(graph(channels=XS.joint_num), reference)
+    assert check.ok is False
+    assert check.found == {"batch_1": {"heatmaps": None}, "batch_4": {"heatmaps": None}}
+    assert f"batch 1: heatmaps [1, {XS.joint_num}, 32, 32], expected [1, {CHANNELS}, 32, 32]" \
+        in check.detail.split("; ")
+
+
+def test_outputs_far_off_name_the_worst_role_and_batch(reference):
+    check = onnx_check.check_numerics(graph(), reference)
+    ratios = {batch: r["heatmaps"] for batch, r in check.found.items()}
+    worst = max(ratios, key=ratios.get)
+    assert check.ok is False and min(ratios.values()) > 1
+    assert check.detail.startswith(f"worst {ratios[worst]:.3g} tolerance units (heatmaps, "
+                                   f"{worst.replace('_', ' ')}) against seeded XS")
+    assert f"batch 1: heatmaps off by {ratios['batch_1']:.3g} tolerance units" in check.detail
+
+
+def test_nan_outputs_fail_and_are_recorded_as_no_ratio(reference):
+    check = onnx_check.check_numerics(graph(weight=math.nan), reference)
+    assert check.ok is False
+    assert check.found == {"batch_1": {"heatmaps": None}, "batch_4": {"heatmaps": None}}
+    assert "batch 1: heatmaps off by nan tolerance units" in check.detail
+
+
+def test_a_graph_without_heatmaps_or_coords_has_nothing_to_compare(reference):
+    check = onnx_check.check_numerics(rank_two_output(), reference)
+    assert check.ok is False and check.found == {"batch_1": {}, "batch_4": {}}
+    assert check.detail == "against seeded XS; no heatmaps or coordinates output to compare"
+
+
+# ---------------------------------------------------------------- what to compare with
+
+SEEDED = {"cnp.weights": "seeded:2023", "cnp.variant": "xs"}
+
+
+def test_seeded_weights_are_remade_when_the_file_records_their_digest():
+    from cnp.export import weights_sha256
+
+    digest = weights_sha256(seeded_model("xs", 2023))
+    found = onnx_check._reference(Path("x.onnx"), {**SEEDED, "cnp.weights_sha256": digest}, None)
+    assert weights_sha256(found.model) == digest and not found.from_weights
+    assert found.source == "cnp's seeded XS weights (seed 2023), as the file's metadata records"
+
+
+@pytest.mark.parametrize("meta", [{**SEEDED, "cnp.weights_sha256": "0" * 64},
+                                  {k: v for k, v in SEEDED.items()}],
+                         ids=["other-digest", "no-digest"])
+def test_seeded_weights_of_another_digest_are_not_compared(meta):
+    found = onnx_check._reference(Path("x.onnx"), meta, None)
+    assert found.model is None
+    assert "another sha256 than this cnp makes" in found.source and "seed 2023" in found.source
+
+
+@pytest.mark.parametrize("meta, says", [
+    ({"cnp.weights": "checkpoint:xs.pth"}, "(the file records weights from xs.pth)"),
+    ({"cnp.weights": "seeded:two", "cnp.variant": "xs"}, "(the file records weights from two)"),
+    ({"cnp.weights": "seeded:1", "cnp.variant": "xxl"}, "(the file records weights from 1)"),
+    ({}, "no weights to compare with: pass --weights CHECKPOINT")],
+    ids=["checkpoint", "seed-not-a-number", "unknown-variant", "nothing"])
+def test_without_weights_to_remake_the_numerics_say_what_the_file_records(meta, says):
+    found = onnx_check._reference(Path("x.onnx"), meta, None)
+    assert found.model is None and says in found.source
+
+
+@pytest.mark.parametrize("variant, meta, name, expected", [
+    ("s", SEEDED, "m_model.onnx", ("s", "--variant")),
+    (None, SEEDED, "m_model.onnx", ("xs", "the file's metadata")),
+    (None, {"cnp.variant": "xxl"}, "m_model.onnx", ("m", "the file name")),
+    (None, {}, "model.onnx", (None, "nothing"))],
+    ids=["argument", "metadata", "file-name", "nothing"])
+def test_the_expected_variant_comes_from_the_first_source_that_names_one(variant, meta, name,
+                                                                        expected):
+    nobody = Reference(None, "none")
+    spec, source = onnx_check._expected_variant(Path(name), variant, nobody, meta)
+    assert (spec.name if spec else None, source.split(" (")[0]) == expected
+
+
+def test_weights_name_the_expected_variant_before_the_metadata():
+    weights = Reference(seeded_model("s"), "--weights s.pth", from_weights=True)
+    spec, source = onnx_check._expected_variant(Path("xs.onnx"), None, weights, SEEDED)
+    assert (spec, source) == (VARIANTS["s"], "the --weights checkpoint")
+
+
+def test_onnx_cases_refuse_a_path_that_does_not_exist(tmp_path):
+    with pytest.raises(InputError) as refused:
+        onnx_check.onnx_cases(tmp_path / "missing")
+    assert refused.value.path == str(tmp_path / "missing")
+
+
+def test_onnx_cases_of_one_file_are_that_file_whatever_its_suffix(tmp_path):
+    (tmp_path / "s_model.bin").write_bytes(b"")
+    assert onnx_check.onnx_cases(tmp_path / "s_model.bin") == [
+        ("s-s_model.bin", tmp_path / "s_model.bin")]
