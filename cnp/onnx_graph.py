@@ -62,8 +62,10 @@ def load(path: str | Path):
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as error:
-            raise InputError(path, f"its external weights cannot be read: {error}") from None
+        except (OSError, ValueError, onnx.checker.ValidationError) as error:
+            # onnx refuses a missing weights file as a ValidationError, not an OSError
+            raise InputError(path, f"its external weights cannot be read: "
+                                   f"{str(error).splitlines()[0]}") from None
     return model
 
 

@@ -108,7 +108,8 @@ SELECTION = {
     "run_model": ["tests/test_run_model.py", "tests/test_cli_check.py",
                   "tests/test_plugin_model.py"],
     # ONNX and the fast path (the onnx extra must be installed).
-    "onnx_graph": ["tests/test_onnx.py", "tests/test_onnx_check_parts.py"],
+    "onnx_graph": ["tests/test_onnx.py", "tests/test_onnx_check_parts.py",
+                   "tests/test_onnx_graph.py"],
     "onnx_check": ["tests/test_onnx.py", "tests/test_onnx_check_parts.py"],
     "export": ["tests/test_onnx.py", "tests/test_fast.py", "tests/test_export_parts.py"],
     "fast": ["tests/test_fast.py", "tests/test_onnx.py"],

@@ -1,0 +1,262 @@
+"""cnp.onnx_graph on hand-made graphs: the architecture read off convolution weights alone,
+each way a graph departs from a ConvNeXtPose, outputs by role, scales, unusable files.
+(tests/test_onnx.py reads real exports.)"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy
+import pytest
+
+if importlib.util.find_spec("onnx") is None:
+    pytest.skip("the 'onnx' extra is not installed", allow_module_level=True)
+
+import onnx  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from cnp import onnx_graph  # noqa: E402
+from cnp.checkpoints import DEFAULT_JOINTS  # noqa: E402
+from cnp.errors import InputError  # noqa: E402
+
+# A ConvNeXtPose far smaller than XS; layout reads weight shapes only, so the graph need not run.
+TINY = {"dims": (4, 8, 16, 32), "depths": (1, 1, 2, 1), "kernel": 3, "head": (8, 8, 8),
+        "head_kernel": 5, "final": 2 * DEFAULT_JOINTS}
+
+
+def conv_specs(dims, depths, kernel, head, head_kernel, final, kernels=None):
+    """(weight shape, group, stride) of each convolution, in forward order."""
+    convs, inputs = [], 3
+    block_kernels = iter(kernels or [kernel] * sum(depths))
+    for stage, (width, depth) in enumerate(zip(dims, depths)):
+        patch = 4 if stage == 0 else 2
+        convs.append(((width, inputs, patch, patch), 1, patch))
+        for _ in range(depth):
+            k = next(block_kernels)
+            convs += [((width, 1, k, k), width, 1), ((4 * width, width, 1, 1), 1, 1),
+                      ((width, 4 * width, 1, 1), 1, 1)]
+        inputs = width
+    for channels in head:
+        convs += [((inputs, 1, head_kernel, head_kernel), inputs, 1),
+                  ((channels, inputs, 1, 1), 1, 1)]
+        inputs = channels
+    return convs + [((final, inputs, 1, 1), 1, 1)]
+
+
+def conv_graph(convs, outputs=(("heatmaps", ["N", 36, 8, 8]),), stored=True):
+    """One Conv node per spec, chained; weights as initializers (or graph inputs: computed)."""
+    nodes, weights, value = [], [], "image"
+    for n, (shape, group, stride) in enumerate(convs):
+        nodes.append(helper.make_node("Conv", [value, f"w{n}"], [f"c{n}"], group=group,
+                                      strides=[stride, stride]))
+        weights.append(numpy_helper.from_array(numpy.zeros(shape, numpy.float32), f"w{n}"))
+        value = f"c{n}"
+    nodes.append(helper.make_node("Identity", [value], [outputs[0][0]]))
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])]
+    if not stored:
+        inputs += [helper.make_tensor_value_info(w.name, TensorProto.FLOAT, list(w.dims))
+                   for w in weights]
+        weights = []
+    declared = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+                for name, shape in outputs]
+    return helper.make_model(helper.make_graph(nodes, "g", inputs, declared, weights))
+
+
+def tiny(outputs=None, **changes):
+    convs = conv_specs(**{**TINY, **changes})
+    return conv_graph(convs, outputs) if outputs else conv_graph(convs)
+
+
+# ---------------------------------------------------------------- architecture
+
+
+def test_layout_reads_the_architecture_off_the_weights():
+    where = onnx_graph.layout(tiny())
+    inferred = where.inferred
+    assert (inferred.dims, inferred.depths, inferred.kernel) == (
+        TINY["dims"], TINY["depths"], TINY["kernel"])
+    assert (inferred.head_channels, inferred.head_kernels, inferred.final_out) == (
+        TINY["head"], (TINY["head_kernel"],) * 3, TINY["final"])
+    assert (inferred.joint_num, inferred.depth_dim) == (DEFAULT_JOINTS, 2)
+    backbone = 4 + 3 * sum(TINY["depths"])  # stem and downsamplings, three per block
+    assert where.head_starts == (backbone, backbone + 2, backbone + 4)
+    assert where.final_index == backbone + 6
+
+
+def test_the_joint_count_given_splits_the_final_layer():
+    inferred = onnx_graph.layout(tiny(), joint_num=12).inferred
+    assert (inferred.joint_num, inferred.depth_dim) == (12, 3)
+
+
+def test_the_joint_count_comes_from_a_declared_coordinates_output():
+    outputs = (("heatmaps", ["N", 36, 8, 8]), ("xyz", ["N", 12, 3]))
+    assert onnx_graph.layout(tiny(outputs)).inferred.joint_num == 12
+
+
+DEPARTURES = {
+    "computed": "some convolution weights are computed at run time, not stored",
+    "no-stem": "expected the 4x4 stride-4 stem: convolution 1 of 26 has weight [4, 3, 2, 2]",
+    "empty-stage": "stage 1 has no blocks",
+    "two-kernels": "blocks with different depthwise kernels [3, 7]",
+    "no-final": "expected the final 1x1 layer: only 25 convolutions",
+    "after-final": "1 convolutions after the final layer",
+    "joints": f"the final layer's 37 outputs are not a multiple of {DEFAULT_JOINTS} joints",
+}
+
+
+@pytest.mark.parametrize("case", DEPARTURES)
+def test_a_graph_that_is_no_convnextpose_says_where_it_departs(case):
+    convs = conv_specs(**TINY)
+    model = {
+        "computed": lambda: conv_graph(convs, stored=False),
+        "no-stem": lambda: conv_graph([((4, 3, 2, 2), 1, 2), *convs[1:]]),
+        "empty-stage": lambda: tiny(depths=(1, 0, 2, 1)),
+        "two-kernels": lambda: tiny(kernels=[3, 3, 7, 3, 3]),
+        "no-final": lambda: conv_graph(convs[:-1]),
+        "after-final": lambda: conv_graph([*convs, convs[-1]]),
+        "joints": lambda: tiny(final=37),
+    }[case]()
+    with pytest.raises(onnx_graph.NotConvNeXtPose) as departs:
+        onnx_graph.layout(model)
+    assert str(departs.value) == DEPARTURES[case]
+
+
+# ---------------------------------------------------------------- values, inputs, outputs
+
+
+def test_constants_are_initializers_and_constant_nodes_of_every_form():
+    nodes = [helper.make_node("Constant", [], ["t"], value=numpy_helper.from_array(
+                 numpy.array([1.0, 2.0, 2.0, 4.0], numpy.float32))),
+             helper.make_node("Constant", [], ["f"], value_floats=[1.0, 2.0]),
+             helper.make_node("Constant", [], ["i"], value_ints=[3, 4]),
+             helper.make_node("Constant", [], ["s"], value_string="text")]
+    init = numpy_helper.from_array(numpy.ones((2, 2), numpy.float32), "w")
+    out = helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])
+    model = helper.make_model(helper.make_graph(nodes, "g", [], [out], [init]))
+    known = onnx_graph.constants(model)
+    assert sorted(known) == ["f", "i", "t", "w"]  # a string is no number to read
+    assert known["t"].tolist() == [1.0, 2.0, 2.0, 4.0] and known["w"].shape == (2, 2)
+    assert known["f"].tolist() == [1.0, 2.0] and known["i"].tolist() == [3, 4]
+
+
+def test_outputs_get_a_role_by_name_else_by_shape():
+    outputs = (("heatmaps", None), ("out", ["N", 36, 8, 8]), ("xyz", ["N", 18, 3]),
+               ("uv", ["N", 18, 2]), ("coords", ["N", 5]))
+    roles = onnx_graph.output_roles(tiny(outputs))
+    assert roles == {"heatmaps": "heatmaps", "out": "heatmaps", "xyz": "coords",
+                     "coords": "coords"}
+
+
+def test_a_value_without_a_shape_has_no_dims():
+    assert onnx_graph.dims(helper.make_tensor_value_info("x", TensorProto.FLOAT, None)) is None
+    dims = onnx_graph.dims(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, None]))
+    assert dims == ["N", 3, None]
+
+
+def test_graph_inputs_leave_out_weights_listed_as_inputs():
+    model = conv_graph(conv_specs(**TINY), stored=False)
+    model.graph.initializer.extend(
+        [numpy_helper.from_array(numpy.zeros((1,), numpy.float32), "w0")])
+    names = [i.name for i in onnx_graph.graph_inputs(model)]
+    assert names[0] == "image" and "w0" not in names and "w1" in names
+
+
+def test_shapes_fall_back_to_the_declared_ones_when_inference_fails(monkeypatch):
+    model = tiny()
+
+    def refuse(*args, **kwargs):
+        raise onnx.shape_inference.InferenceError("no")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", refuse)
+    assert onnx_graph.shapes(model) == {"image": ["N", 3, 64, 64], "heatmaps": ["N", 36, 8, 8]}
+
+
+# ---------------------------------------------------------------- upsampling
+
+
+def test_each_upsampling_node_is_placed_in_the_part_it_sits_in():
+    model = tiny()
+    where = onnx_graph.layout(model)
+    nodes = list(model.graph.node)
+    # before node i: a Resize at the stem, inside head layers 1 and 3, after the final layer
+    places = {1: "backbone", where.head_starts[0] + 1: "head.deconv_layers_1",
+              where.head_starts[2] + 1: "head.deconv_layers_3",
+              where.final_index + 1: "after final_layer"}
+    for i in sorted(places, reverse=True):
+        nodes.insert(i, helper.make_node("Resize", [f"c{i - 1}", "", "s"], [f"up{i}"],
+                                         name=f"up{i}"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    shifted = onnx_graph.layout(model)  # the same convolutions, at new node indices
+    found = onnx_graph.upsampling(model, shifted)
+    assert [(f["node"], f["layer"]) for f in found] == [
+        (f"up{i}", layer) for i, layer in sorted(places.items())]
+
+
+def one_node(op, opset, inputs, constants=(), **attributes):
+    """x (1, 3, 8, 8) → one `op` node → y; `constants`: (name, values) initializers."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    weights = [numpy_helper.from_array(numpy.asarray(v), n) for n, v in constants]
+    node = helper.make_node(op, ["x", *inputs], ["y"], **attributes)
+    return helper.make_model(helper.make_graph([node], "g", [x], [y], weights),
+                             opset_imports=[helper.make_opsetid("", opset)])
+
+
+SCALES = numpy.array([1, 1, 2, 3], numpy.float32)
+UPSAMPLING = {
+    "resize-opset-13": (one_node("Resize", 13, ["", "s"], [("s", SCALES)], mode="linear"),
+                        ("linear", "half_pixel", [2.0, 3.0])),
+    "resize-opset-10": (one_node("Resize", 10, ["s"], [("s", SCALES)]),
+                        ("nearest", "asymmetric", [2.0, 3.0])),
+    "upsample-opset-7": (one_node("Upsample", 7, [], scales=[1.0, 1.0, 2.0, 3.0]),
+                         ("nearest", "asymmetric", [2.0, 3.0])),
+    "upsample-opset-9": (one_node("Upsample", 9, ["s"], [("s", SCALES)], mode="linear"),
+                         ("linear", "asymmetric", [2.0, 3.0])),
+    "resize-to-sizes": (one_node("Resize", 13, ["", "", "n"],
+                                 [("n", numpy.array([1, 3, 16, 24], numpy.int64))]),
+                        ("nearest", "half_pixel", [2.0, 3.0])),
+    "resize-unknown": (one_node("Resize", 13, ["", "", "n"]),
+                       ("nearest", "half_pixel", None)),
+}
+
+
+@pytest.mark.parametrize("case", UPSAMPLING)
+def test_mode_transformation_and_scale_follow_the_op_and_opset(case):
+    model, expected = UPSAMPLING[case]
+    if case == "resize-unknown":  # sizes from a graph input: known only at run time
+        model.graph.input.append(helper.make_tensor_value_info("n", TensorProto.INT64, [4]))
+    (found,) = onnx_graph.upsampling(model, None)
+    assert (found["mode"], found["coordinate_transformation_mode"], found["scale"]) == expected
+    assert found["op"] == model.graph.node[0].op_type and found["node"] == "y"
+
+
+# ---------------------------------------------------------------- unusable files
+
+
+@pytest.mark.parametrize("case, says", [
+    ("empty", "empty file"),
+    ("no-nodes", "not an ONNX model (no IR version or no graph nodes)"),
+    ("external-missing", "its external weights cannot be read")])
+def test_an_unusable_file_is_named_with_its_problem(case, says, tmp_path):
+    path = tmp_path / "model.onnx"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "no-nodes":
+        model = tiny()
+        del model.graph.node[:]
+        onnx.save(model, path)
+    else:
+        onnx.save(tiny(), path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="weights.bin", size_threshold=0)
+        (tmp_path / "weights.bin").unlink()
+    with pytest.raises(InputError) as refused:
+        onnx_graph.load(path)
+    assert refused.value.path == str(path) and refused.value.problem.startswith(says)
+
+
+def test_external_weights_beside_the_file_are_read(tmp_path):
+    onnx.save(tiny(), tmp_path / "model.onnx", save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    model = onnx_graph.load(tmp_path / "model.onnx")
+    assert onnx_graph.layout(model).inferred.dims == TINY["dims"]
