@@ -124,7 +124,8 @@ SELECTION = {
     "cli_check": ["tests/test_cli_check.py", "tests/test_cli.py"],
     "cli_onnx": ["tests/test_onnx.py", "tests/test_cli.py"],
     "cli_bench": ["tests/test_cli_bench.py", "tests/test_cli.py"],
-    "plugin": ["tests/test_plugin_checkpoints.py", "tests/test_plugin_model.py"],
+    "plugin": ["tests/test_plugin_checkpoints.py", "tests/test_plugin_model.py",
+               "tests/test_plugin_onnx.py"],
 }
 
 # Imported once by mutmut's fork server, so that each mutant's process starts fast. Never
