@@ -16,11 +16,12 @@ if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxruntime"
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from cnp import onnx_check  # noqa: E402
+from cnp import onnx_check, onnx_graph  # noqa: E402
 from cnp.errors import InputError  # noqa: E402
 from cnp.onnx_check import Reference  # noqa: E402
 from cnp.specs import VARIANTS  # noqa: E402
 from cnp.testing import ATOL, RTOL, seeded_model  # noqa: E402
+from tiny_graphs import TINY, tiny  # noqa: E402
 
 XS = VARIANTS["xs"]
 CHANNELS = XS.joint_num * XS.depth_dim
@@ -118,6 +119,33 @@ def test_without_a_variant_only_the_graphs_own_shapes_are_checked():
     check = onnx_check.check_structure(graph(image=("N", 3, 128, 128)), None)
     assert check.ok is True and check.expected["inputs"] == "one: Nx3xHxW"
     assert check.expected["outputs"] == "heatmaps and/or coords"
+
+
+# ---------------------------------------------------------------- variant
+
+
+def test_a_graph_of_no_convnextpose_fails_the_variant_saying_why():
+    check = onnx_check.check_variant(None, "stage 1 has no blocks", XS, "--variant")
+    assert check.ok is False and check.found is None and check.expected["variant"] == "xs"
+    assert check.detail == "the graph's convolutions are not a ConvNeXtPose: stage 1 has no blocks"
+
+
+def test_an_architecture_of_no_variant_is_found_but_not_judged_without_one():
+    check = onnx_check.check_variant(onnx_graph.layout(tiny()), "", None, "nothing")
+    assert check.ok is None and check.expected is None
+    assert check.found["variant"] is None and check.found["dims"] == TINY["dims"]
+    assert check.detail == "no expected variant: nothing; pass --variant"
+
+
+def test_each_stored_difference_from_the_expected_variant_is_named():
+    check = onnx_check.check_variant(onnx_graph.layout(tiny()), "", XS, "the file name")
+    assert check.ok is False and check.detail.startswith("expected from the file name; ")
+    assert f"dims expected {list(XS.backbone.dims)} found {list(TINY['dims'])}" in check.detail
+
+
+def test_dims_of_no_shape_are_unknown():
+    assert onnx_check._dims_text(None) == "unknown"
+    assert onnx_check._dims_text(["N", None, 3]) == "Nx?x3"
 
 
 # ---------------------------------------------------------------- upsampling
