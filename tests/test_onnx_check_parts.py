@@ -88,31 +88,32 @@ def test_a_one_channel_input_is_not_an_image():
 def test_another_input_size_is_named():
     check, problems = structure(graph(image=("N", 3, 128, 128), stride=STRIDE // 2))
     assert check.ok is False
-    assert problems == ["input Nx3x128x128, expected 256x256 images"]
+    assert len(problems) == 1 and "Nx3x128x128" in problems[0] and "256x256" in problems[0]
 
 
 def test_a_fixed_batch_is_one_input_size_not_the_model():
     check, problems = structure(graph(image=(1, 3, *XS.input_size)))
     assert check.ok is False and check.found["batch"] == "fixed at 1"
-    assert len(problems) == 1 and problems[0].startswith("batch fixed at 1")
+    assert len(problems) == 1 and "fixed at 1" in problems[0]
 
 
 def test_an_output_of_neither_role_is_no_heatmaps():
     check, problems = structure(rank_two_output())
     assert check.ok is False and check.found["has"] == "neither"
-    assert problems == ["no output is heatmaps (rank 4) or coordinates (rank 3, last dim 3)"]
+    assert len(problems) == 1
 
 
 def test_heatmaps_of_other_channels_are_named_with_the_expected_shape():
     check, problems = structure(graph(channels=XS.joint_num))
     assert check.ok is False
-    assert problems == [f"heatmaps Nx{XS.joint_num}x32x32, expected Nx{CHANNELS}x32x32"]
+    assert len(problems) == 1 and problems[0].startswith("heatmaps ")
+    assert f"Nx{XS.joint_num}x32x32" in problems[0] and f"Nx{CHANNELS}x32x32" in problems[0]
 
 
 def test_a_graph_the_onnx_checker_rejects_fails_with_its_reason():
     check, problems = structure(graph(op="NoSuchOp"))
     assert check.ok is False and check.found["checker"].startswith("fail: ")
-    assert problems[0].startswith("onnx.checker: fail: ") and "NoSuchOp" in problems[0]
+    assert "onnx.checker" in problems[0] and "NoSuchOp" in problems[0]
 
 
 def test_without_a_variant_only_the_graphs_own_shapes_are_checked():
@@ -127,19 +128,19 @@ def test_without_a_variant_only_the_graphs_own_shapes_are_checked():
 def test_a_graph_of_no_convnextpose_fails_the_variant_saying_why():
     check = onnx_check.check_variant(None, "stage 1 has no blocks", XS, "--variant")
     assert check.ok is False and check.found is None and check.expected["variant"] == "xs"
-    assert check.detail == "the graph's convolutions are not a ConvNeXtPose: stage 1 has no blocks"
+    assert check.detail.endswith(": stage 1 has no blocks")  # the reason, as layout gave it
 
 
 def test_an_architecture_of_no_variant_is_found_but_not_judged_without_one():
     check = onnx_check.check_variant(onnx_graph.layout(tiny()), "", None, "nothing")
     assert check.ok is None and check.expected is None
     assert check.found["variant"] is None and check.found["dims"] == TINY["dims"]
-    assert check.detail == "no expected variant: nothing; pass --variant"
+    assert "nothing" in check.detail and "--variant" in check.detail
 
 
 def test_each_stored_difference_from_the_expected_variant_is_named():
     check = onnx_check.check_variant(onnx_graph.layout(tiny()), "", XS, "the file name")
-    assert check.ok is False and check.detail.startswith("expected from the file name; ")
+    assert check.ok is False and "the file name" in check.detail
     assert f"dims expected {list(XS.backbone.dims)} found {list(TINY['dims'])}" in check.detail
 
 
@@ -168,24 +169,23 @@ def resizes(count: int, mode: str = "linear"):
 def test_too_few_upsampling_nodes_are_counted():
     check = onnx_check.check_upsampling(resizes(1), None, XS)
     assert check.ok is False
-    assert check.detail.startswith("1 upsampling nodes, expected 2 (one per upsampling head "
-                                   "layer of XS)")
+    first = check.detail.split("; ")[0]
+    assert first.startswith("1 ") and "expected 2" in first and "XS" in first
 
 
 def test_an_upsampling_node_more_than_the_spec_is_unexpected():
     check = onnx_check.check_upsampling(resizes(3), None, XS)
     assert check.ok is False
-    assert check.detail.endswith("up2 in unknown (the graph is not a ConvNeXtPose): unexpected")
+    last = check.detail.split("; ")[-1]
+    assert last.startswith("up2 ") and last.endswith("unexpected")
 
 
 def test_each_upsampling_node_names_what_differs():
     check = onnx_check.check_upsampling(resizes(2, mode="nearest"), None, XS)
     assert check.ok is False
-    assert check.detail.startswith(
-        "up0 in unknown (the graph is not a ConvNeXtPose): layer unknown (the graph is not a "
-        "ConvNeXtPose), mode nearest; expected head.deconv_layers_1 linear align_corners x2; "
-        "up1 in unknown")
-    assert check.detail.endswith("expected head.deconv_layers_2 linear align_corners x2")
+    up0, up1 = check.detail.split("; up1")
+    assert up0.startswith("up0 ") and "mode nearest" in up0 and "head.deconv_layers_1" in up0
+    assert "mode nearest" in up1 and "head.deconv_layers_2" in up1
 
 
 def test_upsampling_without_a_variant_is_not_checked():
@@ -219,13 +219,13 @@ def test_tolerance_units_are_the_deviation_over_the_allowed_one():
 def test_a_graph_onnx_runtime_cannot_load_fails_the_numerics(reference):
     check = onnx_check.check_numerics(graph(op="NoSuchOp"), reference)
     assert check.ok is False and check.found is None
-    assert check.detail.startswith("ONNX Runtime cannot load it: ") and "NoSuchOp" in check.detail
+    assert "ONNX Runtime" in check.detail and "NoSuchOp" in check.detail
 
 
 def test_a_batch_onnx_runtime_cannot_run_is_named(reference):
     check = onnx_check.check_numerics(graph(image=(1, 3, *XS.input_size)), reference)
     assert check.ok is False and list(check.found) == ["batch_1"]
-    assert any(p.startswith("batch 4: ONNX Runtime failed: ") for p in check.detail.split("; "))
+    assert any(p.startswith("batch 4: ") for p in check.detail.split("; "))
 
 
 def test_an_output_of_another_shape_is_named_not_compared(reference):
@@ -241,22 +241,24 @@ def test_outputs_far_off_name_the_worst_role_and_batch(reference):
     ratios = {batch: r["heatmaps"] for batch, r in check.found.items()}
     worst = max(ratios, key=ratios.get)
     assert check.ok is False and min(ratios.values()) > 1
-    assert check.detail.startswith(f"worst {ratios[worst]:.3g} tolerance units (heatmaps, "
-                                   f"{worst.replace('_', ' ')}) against seeded XS")
-    assert f"batch 1: heatmaps off by {ratios['batch_1']:.3g} tolerance units" in check.detail
+    headline, *problems = check.detail.split("; ")
+    assert f"{ratios[worst]:.3g}" in headline and worst.replace("_", " ") in headline
+    assert "heatmaps" in headline and "seeded XS" in headline
+    assert [p.split(":")[0] for p in problems] == ["batch 1", "batch 4"]
+    assert f"{ratios['batch_1']:.3g}" in problems[0] and f"{ratios['batch_4']:.3g}" in problems[1]
 
 
 def test_nan_outputs_fail_and_are_recorded_as_no_ratio(reference):
     check = onnx_check.check_numerics(graph(weight=math.nan), reference)
     assert check.ok is False
     assert check.found == {"batch_1": {"heatmaps": None}, "batch_4": {"heatmaps": None}}
-    assert "batch 1: heatmaps off by nan tolerance units" in check.detail
+    assert "batch 1: heatmaps" in check.detail and "nan" in check.detail
 
 
 def test_a_graph_without_heatmaps_or_coords_has_nothing_to_compare(reference):
     check = onnx_check.check_numerics(rank_two_output(), reference)
     assert check.ok is False and check.found == {"batch_1": {}, "batch_4": {}}
-    assert check.detail == "against seeded XS; no heatmaps or coordinates output to compare"
+    assert "seeded XS" in check.detail  # the weights compared with
 
 
 # ---------------------------------------------------------------- what to compare with
@@ -270,7 +272,7 @@ def test_seeded_weights_are_remade_when_the_file_records_their_digest():
     digest = weights_sha256(seeded_model("xs", 2023))
     found = onnx_check._reference(Path("x.onnx"), {**SEEDED, "cnp.weights_sha256": digest}, None)
     assert weights_sha256(found.model) == digest and not found.from_weights
-    assert found.source == "cnp's seeded XS weights (seed 2023), as the file's metadata records"
+    assert "XS" in found.source and "seed 2023" in found.source and "metadata" in found.source
 
 
 @pytest.mark.parametrize("meta", [{**SEEDED, "cnp.weights_sha256": "0" * 64},

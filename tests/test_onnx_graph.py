@@ -48,14 +48,14 @@ def test_the_joint_count_comes_from_a_declared_coordinates_output():
     assert onnx_graph.layout(tiny(outputs)).inferred.joint_num == 12
 
 
-DEPARTURES = {
-    "computed": "some convolution weights are computed at run time, not stored",
-    "no-stem": "expected the 4x4 stride-4 stem: convolution 1 of 26 has weight [4, 3, 2, 2]",
-    "empty-stage": "stage 1 has no blocks",
-    "two-kernels": "blocks with different depthwise kernels [3, 7]",
-    "no-final": "expected the final 1x1 layer: only 25 convolutions",
-    "after-final": "1 convolutions after the final layer",
-    "joints": f"the final layer's 37 outputs are not a multiple of {DEFAULT_JOINTS} joints",
+DEPARTURES = {  # the facts each message must carry
+    "computed": ["run time"],
+    "no-stem": ["stem", "convolution 1 of 26", "[4, 3, 2, 2]"],
+    "empty-stage": ["stage 1", "no blocks"],
+    "two-kernels": ["[3, 7]"],
+    "no-final": ["final", "only 25 convolutions"],
+    "after-final": ["1 convolutions", "after the final"],
+    "joints": ["37 outputs", f"{DEFAULT_JOINTS} joints"],
 }
 
 
@@ -73,7 +73,7 @@ def test_a_graph_that_is_no_convnextpose_says_where_it_departs(case):
     }[case]()
     with pytest.raises(onnx_graph.NotConvNeXtPose) as departs:
         onnx_graph.layout(model)
-    assert str(departs.value) == DEPARTURES[case]
+    assert all(fact in str(departs.value) for fact in DEPARTURES[case])
 
 
 # ---------------------------------------------------------------- values, inputs, outputs
@@ -190,9 +190,9 @@ def test_mode_transformation_and_scale_follow_the_op_and_opset(case):
 
 
 @pytest.mark.parametrize("case, says", [
-    ("empty", "empty file"),
-    ("no-nodes", "not an ONNX model (no IR version or no graph nodes)"),
-    ("external-missing", "its external weights cannot be read")])
+    ("empty", "empty"),
+    ("no-nodes", "no graph nodes"),
+    ("external-missing", "external weights")])
 def test_an_unusable_file_is_named_with_its_problem(case, says, tmp_path):
     path = tmp_path / "model.onnx"
     if case == "empty":
@@ -207,7 +207,7 @@ def test_an_unusable_file_is_named_with_its_problem(case, says, tmp_path):
         (tmp_path / "weights.bin").unlink()
     with pytest.raises(InputError) as refused:
         onnx_graph.load(path)
-    assert refused.value.path == str(path) and refused.value.problem.startswith(says)
+    assert refused.value.path == str(path) and says in refused.value.problem
 
 
 def test_external_weights_beside_the_file_are_read(tmp_path):
