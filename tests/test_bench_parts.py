@@ -42,6 +42,23 @@ def test_matmul_roofline_is_two_n_cubed_flops_over_the_median(monkeypatch):
     assert product.shape == (64, 64) and product.abs().sum() > 0
 
 
+def test_the_roofline_times_the_same_product_on_the_device_asked_for(monkeypatch):
+    """Seeded matrices: every run (and every machine) times the same product."""
+    ran = []
+
+    def timed(calls, batch, repeats, warmup=2, device="cpu"):
+        ran.append((calls["mm"](), device))
+        return {"mm": bench.Timing((0.5,), batch)}
+
+    monkeypatch.setattr(bench, "time_interleaved", timed)
+    bench.matmul_roofline(size=16)
+    bench.matmul_roofline(size=16)
+    bench.matmul_roofline(size=16, device="meta")
+    (first, cpu), (second, _), (on_meta, meta) = ran
+    assert torch.equal(first, second) and (cpu, meta) == ("cpu", "meta")
+    assert on_meta.device.type == "meta"
+
+
 def test_time_interleaved_measures_each_call_by_the_clock():
     timings = bench.time_interleaved({"nap": lambda: bench.time.sleep(0.01)}, batch=4,
                                      repeats=3, warmup=0)
@@ -81,6 +98,15 @@ def test_machine_info_reads_this_machine(monkeypatch):
     assert info["onnxruntime"] == installed("onnxruntime")
     assert (info["omp_wait_policy"], info["load_average_1min"]) == ("PASSIVE", 1.5)
     assert info["device"] == "cpu" and "gpu" not in info
+
+
+def test_a_cpu_name_with_a_colon_is_read_whole(monkeypatch):
+    import io
+
+    cpuinfo = "processor\t: 0\nmodel name\t: Vendor CPU: 2.0GHz: rev 3\nflags\t: fpu\n"
+    monkeypatch.setattr(bench, "open", lambda *a, **k: io.StringIO(cpuinfo), raising=False)
+    assert bench.machine_info()["cpu"] == "Vendor CPU: 2.0GHz: rev 3"
+    assert bench.machine_info()["device"] == "cpu"  # the default
 
 
 def test_machine_info_without_proc_names_the_processor(monkeypatch):
@@ -143,3 +169,24 @@ def test_a_given_roofline_is_not_measured_again(monkeypatch):
     result = bench.bench_variant("xs", backends=("eager",), repeats=1, warmup=0,
                                  roofline_gflops_s=50.0)
     assert result.roofline_gflops_s == 50.0
+
+
+def test_the_onnxruntime_backend_returns_the_graphs_coordinates(monkeypatch):
+    """Of the plain export's two outputs (heatmaps, coords), the backend returns coords."""
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from cnp import export
+
+    def two_outputs(model, **kwargs):  # heatmaps: the image; coords: minus the image
+        values = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3, 2, 2])
+                  for name in ("image", "heatmaps", "coords")]
+        nodes = [helper.make_node("Identity", ["image"], ["heatmaps"]),
+                 helper.make_node("Neg", ["image"], ["coords"])]
+        return helper.make_model(helper.make_graph(nodes, "g", values[:1], values[1:]),
+                                 opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+    monkeypatch.setattr(export, "to_onnx", two_outputs)
+    run = bench._onnxruntime_plain(build(VARIANTS["xs"], device="meta"))
+    image = torch.rand(1, 3, 2, 2)
+    assert torch.equal(run(image), -image)
