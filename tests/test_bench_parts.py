@@ -109,6 +109,32 @@ def test_a_cpu_name_with_a_colon_is_read_whole(monkeypatch):
     assert bench.machine_info()["device"] == "cpu"  # the default
 
 
+def test_cpu_count_is_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert bench.machine_info()["cpu_count"] == 1
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS, Windows: every core
+    assert bench.machine_info()["cpu_count"] == 64
+
+
+def test_without_a_load_average_none_is_recorded(monkeypatch):
+    monkeypatch.delattr(os, "getloadavg", raising=False)
+    assert bench.machine_info()["load_average_1min"] is None
+
+
+def test_a_cuda_device_records_its_gpu_and_is_synchronized(monkeypatch):
+    """Timings on a GPU wait for its queue before and after each call (no GPU here: torch's
+    CUDA calls are stand-ins that record what they were asked)."""
+    synchronized = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"GPU of {device}")
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronized.append)
+    assert bench.machine_info("cuda:1")["gpu"] == "GPU of cuda:1"
+    bench.time_interleaved({"a": lambda: None}, batch=1, repeats=2, warmup=0, device="cuda:1")
+    assert synchronized == [torch.device("cuda", 1)] * 4
+    bench.time_interleaved({"a": lambda: None}, batch=1, repeats=2, warmup=0, device="cpu")
+    assert len(synchronized) == 4
+
+
 def test_machine_info_without_proc_names_the_processor(monkeypatch):
     def no_proc(*args, **kwargs):
         raise OSError("no /proc here")
@@ -162,6 +188,8 @@ def test_bench_variant_reports_the_timings_it_took(monkeypatch):
     assert eager.roofline_fraction == eager.gflops_s / 100.0
     assert (eager.speedup_over, result.backends["fast-torch"].speedup_over) == (
         {"fast-torch": 0.5}, {"eager": 2.0})
+    bench.bench_variant("xs", backends=("eager",))
+    assert (asked["batch"], asked["device"]) == (1, "cpu")  # the defaults: batch 1, the CPU
 
 
 def test_a_given_roofline_is_not_measured_again(monkeypatch):
