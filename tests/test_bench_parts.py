@@ -192,6 +192,26 @@ def test_bench_variant_reports_the_timings_it_took(monkeypatch):
     assert (asked["batch"], asked["device"]) == (1, "cpu")  # the defaults: batch 1, the CPU
 
 
+def test_bench_variant_runs_and_times_on_the_device_asked_for(monkeypatch):
+    """On "meta" (nothing computed): the model, image, roofline and clock all get the device."""
+    asked, outputs = {}, []
+
+    def timed(calls, batch, repeats, warmup=2, device="cpu"):
+        asked["timing"] = device
+        outputs.extend(call() for call in calls.values())
+        return {name: bench.Timing((0.1,), batch) for name in calls}
+
+    def roofline(device="cpu"):
+        asked["roofline"] = device
+        return 1.0
+
+    monkeypatch.setattr(bench, "time_interleaved", timed)
+    monkeypatch.setattr(bench, "matmul_roofline", roofline)
+    result = bench.bench_variant("xs", backends=("eager",), device="meta")
+    assert asked == {"timing": "meta", "roofline": "meta"} and result.device == "meta"
+    assert [out.device.type for out in outputs] == ["meta"]
+
+
 def test_a_given_roofline_is_not_measured_again(monkeypatch):
     monkeypatch.setattr(bench, "matmul_roofline", lambda device="cpu": pytest.fail("measured"))
     result = bench.bench_variant("xs", backends=("eager",), repeats=1, warmup=0,
