@@ -219,7 +219,7 @@ def test_a_given_roofline_is_not_measured_again(monkeypatch):
     assert result.roofline_gflops_s == 50.0
 
 
-def test_the_onnxruntime_backend_returns_the_graphs_coordinates(monkeypatch):
+def test_the_onnxruntime_backend_runs_the_plain_export_for_its_coordinates(monkeypatch):
     """Of the plain export's two outputs (heatmaps, coords), the backend returns coords."""
     pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper
@@ -235,6 +235,10 @@ def test_the_onnxruntime_backend_returns_the_graphs_coordinates(monkeypatch):
                                  opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
     monkeypatch.setattr(export, "to_onnx", two_outputs)
-    run = bench._onnxruntime_plain(build(VARIANTS["xs"], device="meta"))
+    # M: its fast rewrite runs fewer MACs than its own graph (see the test above)
+    backend = bench.make_backend("onnxruntime", build(VARIANTS["m"], device="meta"))
     image = torch.rand(1, 3, 2, 2)
-    assert torch.equal(run(image), -image)
+    assert torch.equal(backend.run(image), -image)
+    assert (backend.name, backend.engine) == ("onnxruntime", "onnxruntime")
+    # the model's own graph: every convolution of the spec runs
+    assert backend.executed_macs == summarize(VARIANTS["m"]).macs.conv_weights
