@@ -317,7 +317,17 @@ def test_weights_name_the_expected_variant_before_the_metadata():
 def test_onnx_cases_refuse_a_path_that_does_not_exist(tmp_path):
     with pytest.raises(InputError) as refused:
         onnx_check.onnx_cases(tmp_path / "missing")
-    assert refused.value.path == str(tmp_path / "missing")
+    assert refused.value.path == str(tmp_path / "missing") and "no such" in refused.value.problem
+
+
+def test_check_onnx_gives_the_plugin_every_check_of_the_report(tmp_path):
+    import onnx
+
+    onnx.save(graph(), tmp_path / "xs_model.onnx")
+    checks = onnx_check.check_onnx(tmp_path / "xs_model.onnx")
+    assert checks == list(onnx_check.report(tmp_path / "xs_model.onnx").checks)
+    assert [c.check for c in checks] == list(onnx_check.CHECKS)
+    assert checks[0].ok is True and checks[3].ok is None  # no weights: numerics not checked
 
 
 def test_onnx_cases_of_one_file_are_that_file_whatever_its_suffix(tmp_path):
