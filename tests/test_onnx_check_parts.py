@@ -334,3 +334,28 @@ def test_onnx_cases_of_one_file_are_that_file_whatever_its_suffix(tmp_path):
     (tmp_path / "s_model.bin").write_bytes(b"")
     assert onnx_check.onnx_cases(tmp_path / "s_model.bin") == [
         ("s-s_model.bin", tmp_path / "s_model.bin")]
+
+
+# Where each check's expectation comes from, and how its finding was obtained.
+SOURCES = {"structure": ("spec", "stored"), "variant": ("spec", "stored"),
+           "upsampling": ("spec", "measured"), "numerics": ("golden", "measured")}
+
+
+@pytest.mark.parametrize("name", ["xs_model.onnx", "model.onnx"], ids=["xs", "no-variant"])
+def test_each_check_names_its_source_and_basis(name, tmp_path):
+    import onnx
+
+    onnx.save(graph(), tmp_path / name)
+    checks = onnx_check.report(tmp_path / name).checks
+    assert {c.check: (c.source, c.basis) for c in checks} == SOURCES
+
+
+def test_the_json_report_has_the_documented_fields(tmp_path):
+    """`cnp check-onnx --json`: {path, variant, checks: [{check, ok, expected, found, detail}]}."""
+    import onnx
+
+    onnx.save(graph(), tmp_path / "xs_model.onnx")
+    data = onnx_check.report(tmp_path / "xs_model.onnx").to_dict()
+    assert data["path"] == str(tmp_path / "xs_model.onnx") and data["variant"] == "xs"
+    assert [sorted(c) for c in data["checks"]] == [
+        ["check", "detail", "expected", "found", "ok"]] * len(onnx_check.CHECKS)
