@@ -21,7 +21,7 @@ from cnp.errors import InputError  # noqa: E402
 from cnp.onnx_check import Reference  # noqa: E402
 from cnp.specs import VARIANTS  # noqa: E402
 from cnp.testing import ATOL, RTOL, seeded_model  # noqa: E402
-from tiny_graphs import TINY, tiny  # noqa: E402
+from tiny_graphs import TINY, tiny, with_resizes  # noqa: E402
 
 XS = VARIANTS["xs"]
 CHANNELS = XS.joint_num * XS.depth_dim
@@ -191,6 +191,21 @@ def test_each_upsampling_node_names_what_differs():
 def test_upsampling_without_a_variant_is_not_checked():
     check = onnx_check.check_upsampling(resizes(1), None, None)
     assert check.ok is None and check.expected is None and len(check.found) == 1
+    assert "--variant" in check.detail  # what to do about it
+
+
+def test_upsampling_as_the_spec_says_passes_and_names_each_layer():
+    """XS upsamples in head layers 1 and 2 (2UP): a Resize in each, linear, align_corners, ×2."""
+    where = onnx_graph.layout(tiny())
+    model = with_resizes(tiny(), [where.head_starts[0] + 1, where.head_starts[1] + 1],
+                         mode="linear", coordinate_transformation_mode="align_corners")
+    check = onnx_check.check_upsampling(model, onnx_graph.layout(model), XS)
+    layers = [onnx_graph.head_layer_name(n) for n, factor in enumerate(XS.head_upsample, 1)
+              if factor == 2]
+    assert check.ok is True and [e["layer"] for e in check.expected] == layers
+    assert all(e["mode"] == "linear" and e["scale"] == [2.0, 2.0] for e in check.expected)
+    assert [part.split()[0] for part in check.detail.split("; ")] == layers
+    assert all(part.endswith(" linear align_corners x2") for part in check.detail.split("; "))
 
 
 @pytest.mark.parametrize("scale, text", [([2.0, 2.0], "2"), ([2.0, 1.5], "2,1.5"), (None, "?")],

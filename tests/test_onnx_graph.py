@@ -19,7 +19,7 @@ from cnp import onnx_graph  # noqa: E402
 from cnp.checkpoints import DEFAULT_JOINTS  # noqa: E402
 from cnp.errors import InputError  # noqa: E402
 
-from tiny_graphs import TINY, conv_graph, conv_specs, tiny  # noqa: E402
+from tiny_graphs import TINY, conv_graph, conv_specs, tiny, with_resizes  # noqa: E402
 
 
 # ---------------------------------------------------------------- architecture
@@ -132,16 +132,11 @@ def test_shapes_fall_back_to_the_declared_ones_when_inference_fails(monkeypatch)
 def test_each_upsampling_node_is_placed_in_the_part_it_sits_in():
     model = tiny()
     where = onnx_graph.layout(model)
-    nodes = list(model.graph.node)
     # before node i: a Resize at the stem, inside head layers 1 and 3, after the final layer
     places = {1: "backbone", where.head_starts[0] + 1: "head.deconv_layers_1",
               where.head_starts[2] + 1: "head.deconv_layers_3",
               where.final_index + 1: "after final_layer"}
-    for i in sorted(places, reverse=True):
-        nodes.insert(i, helper.make_node("Resize", [f"c{i - 1}", "", "s"], [f"up{i}"],
-                                         name=f"up{i}"))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    model = with_resizes(model, places)
     shifted = onnx_graph.layout(model)  # the same convolutions, at new node indices
     found = onnx_graph.upsampling(model, shifted)
     assert [(f["node"], f["layer"]) for f in found] == [

@@ -55,3 +55,17 @@ def conv_graph(convs, outputs=(("heatmaps", ["N", 36, 8, 8]),), stored=True):
 def tiny(outputs=None, **changes):
     convs = conv_specs(**{**TINY, **changes})
     return conv_graph(convs, outputs) if outputs else conv_graph(convs)
+
+
+def with_resizes(model, before, **attributes):
+    """`model` with a Resize node (×2 by the constant `scales`) inserted before each node
+    index in `before`, named up<index>; `attributes`: mode, coordinate_transformation_mode."""
+    nodes = list(model.graph.node)
+    for i in sorted(before, reverse=True):
+        nodes.insert(i, helper.make_node("Resize", [f"c{i - 1}", "", "scales"], [f"up{i}"],
+                                         name=f"up{i}", **attributes))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.append(
+        numpy_helper.from_array(numpy.array([1, 1, 2, 2], numpy.float32), "scales"))
+    return model
