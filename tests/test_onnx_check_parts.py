@@ -21,7 +21,7 @@ from cnp.errors import InputError  # noqa: E402
 from cnp.onnx_check import Reference  # noqa: E402
 from cnp.specs import VARIANTS  # noqa: E402
 from cnp.testing import ATOL, RTOL, seeded_model  # noqa: E402
-from tiny_graphs import TINY, tiny, with_resizes  # noqa: E402
+from tiny_graphs import TINY, conv_graph, conv_specs, tiny, with_resizes  # noqa: E402
 
 XS = VARIANTS["xs"]
 CHANNELS = XS.joint_num * XS.depth_dim
@@ -116,6 +116,25 @@ def test_a_graph_the_onnx_checker_rejects_fails_with_its_reason():
     assert "onnx.checker" in problems[0] and "NoSuchOp" in problems[0]
 
 
+def test_the_checker_infers_shapes_strictly():
+    """A declared output that contradicts what the nodes compute fails (full_check)."""
+    model = graph()
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = XS.joint_num
+    assert onnx_check._checker(model).startswith("fail: ")
+
+
+@pytest.mark.parametrize("error, says", [(ValueError("first line\nsecond line"), "first line"),
+                                         (ValueError(), "ValueError")], ids=["message", "none"])
+def test_the_checkers_refusal_is_its_first_line_or_its_type(error, says, monkeypatch):
+    import onnx
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(onnx.checker, "check_model", refuse)
+    assert onnx_check._checker(graph()) == f"fail: {says}"
+
+
 def test_without_a_variant_only_the_graphs_own_shapes_are_checked():
     check = onnx_check.check_structure(graph(image=("N", 3, 128, 128)), None)
     assert check.ok is True and check.expected["inputs"] == "one: Nx3xHxW"
@@ -142,6 +161,17 @@ def test_each_stored_difference_from_the_expected_variant_is_named():
     check = onnx_check.check_variant(onnx_graph.layout(tiny()), "", XS, "the file name")
     assert check.ok is False and "the file name" in check.detail
     assert f"dims expected {list(XS.backbone.dims)} found {list(TINY['dims'])}" in check.detail
+
+
+def test_a_graph_of_the_variants_convolutions_is_that_variant():
+    xs = conv_specs(dims=XS.backbone.dims, depths=XS.backbone.depths, kernel=XS.backbone.kernel,
+                    head=tuple(h.out_channels for h in XS.head), head_kernel=XS.head[0].kernel,
+                    final=CHANNELS)
+    where = onnx_graph.layout(conv_graph(xs), joint_num=XS.joint_num)
+    check = onnx_check.check_variant(where, "", XS, "--variant")
+    assert check.ok is True and check.found == check.expected
+    assert check.expected["variant"] == "xs" and check.expected["dims"] == list(XS.backbone.dims)
+    assert "match" in check.detail and "expected [" not in check.detail
 
 
 def test_dims_of_no_shape_are_unknown():
@@ -357,10 +387,11 @@ SOURCES = {"structure": ("spec", "stored"), "variant": ("spec", "stored"),
 
 
 @pytest.mark.parametrize("name", ["xs_model.onnx", "model.onnx"], ids=["xs", "no-variant"])
-def test_each_check_names_its_source_and_basis(name, tmp_path):
+@pytest.mark.parametrize("kind", ["no-convnextpose", "tiny-convnextpose"])
+def test_each_check_names_its_source_and_basis(kind, name, tmp_path):
     import onnx
 
-    onnx.save(graph(), tmp_path / name)
+    onnx.save(graph() if kind == "no-convnextpose" else tiny(), tmp_path / name)
     checks = onnx_check.report(tmp_path / name).checks
     assert {c.check: (c.source, c.basis) for c in checks} == SOURCES
 
