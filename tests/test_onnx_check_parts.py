@@ -73,6 +73,33 @@ def test_a_graph_of_the_variants_shapes_has_a_good_structure():
     assert "heatmaps Nx576x32x32" in check.detail and "(dynamic batch)" in check.detail
 
 
+def with_coords(model):
+    """`model` (heatmaps out) plus a `coords` output (N, joints, 3): the first three values
+    of each joint's heatmaps, so shapes are right and numbers are not."""
+    shape = numpy_helper.from_array(numpy.array([0, XS.joint_num, -1], numpy.int64), "shape")
+    first_three = [numpy_helper.from_array(numpy.array([v], numpy.int64), n)
+                   for n, v in (("zero", 0), ("three", 3), ("two", 2))]
+    model.graph.node.extend([
+        helper.make_node("Reshape", ["heatmaps", "shape"], ["joints"]),
+        helper.make_node("Slice", ["joints", "zero", "three", "two"], ["coords"])])
+    model.graph.initializer.extend([shape, *first_three])
+    model.graph.output.append(
+        helper.make_tensor_value_info("coords", TensorProto.FLOAT, ["N", XS.joint_num, 3]))
+    return model
+
+
+def test_heatmaps_and_coords_of_the_variants_shapes_are_what_it_expects():
+    check, _ = structure(with_coords(graph()))
+    assert check.ok is True and check.found["has"] == "heatmaps and coords"
+    assert sorted(check.expected) == ["batch", "checker", "inputs", "outputs"]
+    assert {k: check.expected[k] for k in ("checker", "batch")} == {
+        k: check.found[k] for k in ("checker", "batch")}
+    assert f"heatmaps Nx{CHANNELS}x32x32" in check.expected["outputs"]
+    assert f"coords Nx{XS.joint_num}x3" in check.expected["outputs"]
+    assert check.found["outputs"] == {"heatmaps": f"Nx{CHANNELS}x32x32",
+                                      "coords": f"Nx{XS.joint_num}x3"}
+
+
 def test_two_inputs_are_not_one_image():
     check, problems = structure(graph(extra_input=True))
     assert check.ok is False and check.found["batch"] == "unknown"
