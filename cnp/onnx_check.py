@@ -73,7 +73,7 @@ def _metadata(model) -> dict[str, str]:
     return {entry.key: entry.value for entry in model.metadata_props}
 
 
-def _reference(path: Path, meta: dict, weights: str | os.PathLike | None) -> Reference:
+def _reference(meta: dict, weights: str | os.PathLike | None) -> Reference:
     if weights is not None:
         from cnp.checkpoints import load
 
@@ -312,7 +312,7 @@ def report(path: str | os.PathLike, variant: str | None = None,
     path = Path(path)
     model = onnx_graph.load(path)
     meta = _metadata(model)
-    reference = _reference(path, meta, weights)
+    reference = _reference(meta, weights)
     spec, expected_from = _expected_variant(path, variant, reference, meta)
     try:
         where, reason = onnx_graph.layout(model, spec.joint_num if spec else None), ""

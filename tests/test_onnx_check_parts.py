@@ -354,7 +354,7 @@ def test_seeded_weights_are_remade_when_the_file_records_their_digest():
     from cnp.export import weights_sha256
 
     digest = weights_sha256(seeded_model("xs", 2023))
-    found = onnx_check._reference(Path("x.onnx"), {**SEEDED, "cnp.weights_sha256": digest}, None)
+    found = onnx_check._reference({**SEEDED, "cnp.weights_sha256": digest}, None)
     assert weights_sha256(found.model) == digest and not found.from_weights
     assert "XS" in found.source and "seed 2023" in found.source and "metadata" in found.source
 
@@ -363,7 +363,7 @@ def test_seeded_weights_are_remade_when_the_file_records_their_digest():
                                   {k: v for k, v in SEEDED.items()}],
                          ids=["other-digest", "no-digest"])
 def test_seeded_weights_of_another_digest_are_not_compared(meta):
-    found = onnx_check._reference(Path("x.onnx"), meta, None)
+    found = onnx_check._reference(meta, None)
     assert found.model is None
     assert "another sha256 than this cnp makes" in found.source and "seed 2023" in found.source
 
@@ -375,7 +375,7 @@ def test_seeded_weights_of_another_digest_are_not_compared(meta):
     ({}, "no weights to compare with: pass --weights CHECKPOINT")],
     ids=["checkpoint", "seed-not-a-number", "unknown-variant", "nothing"])
 def test_without_weights_to_remake_the_numerics_say_what_the_file_records(meta, says):
-    found = onnx_check._reference(Path("x.onnx"), meta, None)
+    found = onnx_check._reference(meta, None)
     assert found.model is None and says in found.source
 
 
@@ -444,3 +444,34 @@ def test_the_json_report_has_the_documented_fields(tmp_path):
     assert data["path"] == str(tmp_path / "xs_model.onnx") and data["variant"] == "xs"
     assert [sorted(c) for c in data["checks"]] == [
         ["check", "detail", "expected", "found", "ok"]] * len(onnx_check.CHECKS)
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_the_report_names_a_missing_module_before_reading_the_file(missing, tmp_path,
+                                                                  monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == missing else find_spec(name, *a))
+    with pytest.raises(InputError) as refused:
+        onnx_check.report(tmp_path / "missing.onnx")
+    assert refused.value.path == missing
+
+
+def test_the_report_checks_against_the_expected_variant(tmp_path):
+    """The variant named by the file: structure expects its input size; the final layer is
+    split by its joint count, not by the graph's declared coordinates (here 5 joints)."""
+    import onnx
+
+    outputs = (("heatmaps", ["N", TINY["final"], 8, 8]), ("coords", ["N", 5, 3]))
+    onnx.save(tiny(outputs), tmp_path / "xs_model.onnx")
+    checks = {c.check: c for c in onnx_check.report(tmp_path / "xs_model.onnx").checks}
+    assert "256x256" in checks["structure"].expected["inputs"]
+    assert checks["variant"].found["final_out"] == TINY["final"]
+
+
+def test_the_report_says_why_a_graph_is_no_convnextpose(tmp_path):
+    import onnx
+
+    onnx.save(graph(), tmp_path / "xs_model.onnx")
+    variant = onnx_check.report(tmp_path / "xs_model.onnx").checks[1]
+    assert variant.ok is False and f"[{CHANNELS}, 3, {STRIDE}, {STRIDE}]" in variant.detail
