@@ -379,6 +379,24 @@ def test_without_weights_to_remake_the_numerics_say_what_the_file_records(meta, 
     assert found.model is None and says in found.source
 
 
+@pytest.mark.parametrize("recorded, says", [("same", "records these weights"),
+                                             ("other", "records other weights"), (None, None)],
+                         ids=["same", "other", "none-recorded"])
+def test_weights_given_are_compared_with_the_digest_the_file_records(recorded, says, tmp_path):
+    import torch
+
+    from cnp.export import weights_sha256
+
+    model = seeded_model("xs")
+    torch.save(model.state_dict(), tmp_path / "xs.pth")
+    digest = {"same": weights_sha256(model), "other": "0" * 64}.get(recorded)
+    meta = {} if digest is None else {"cnp.weights_sha256": digest}
+    found = onnx_check._reference(meta, tmp_path / "xs.pth")
+    assert found.from_weights and weights_sha256(found.model) == weights_sha256(model)
+    assert str(tmp_path / "xs.pth") in found.source
+    assert ("records" not in found.source) if says is None else (says in found.source)
+
+
 @pytest.mark.parametrize("variant, meta, name, expected", [
     ("s", SEEDED, "m_model.onnx", ("s", "--variant")),
     (None, SEEDED, "m_model.onnx", ("xs", "the file's metadata")),
@@ -467,6 +485,7 @@ def test_the_report_checks_against_the_expected_variant(tmp_path):
     checks = {c.check: c for c in onnx_check.report(tmp_path / "xs_model.onnx").checks}
     assert "256x256" in checks["structure"].expected["inputs"]
     assert checks["variant"].found["final_out"] == TINY["final"]
+    assert "the file name" in checks["variant"].detail  # where the expectation came from
 
 
 def test_the_report_says_why_a_graph_is_no_convnextpose(tmp_path):
