@@ -134,7 +134,8 @@ def test_the_exported_module_computes_heatmaps_and_coords_by_default():
     assert torch.equal(coords, model(image))
 
 
-@pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
+# the id "onnx-script": `pytest -k xs` would select "onnxscript"
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript"], ids=["onnx", "onnx-script"])
 def test_to_onnx_names_each_missing_module(missing, export_call, monkeypatch):
     import importlib.util
 

@@ -419,7 +419,8 @@ def test_export_names_a_source_that_is_neither_file_nor_variant(cli, tmp_path):
     assert all(name in result.err for name in VARIANTS)
 
 
-@pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
+# the id "onnx-script": `pytest -k xs` would select "onnxscript"
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript"], ids=["onnx", "onnx-script"])
 def test_export_says_a_missing_module_before_reading_its_source(missing, cli, tmp_path,
                                                                  monkeypatch):
     import importlib.util
