@@ -1,4 +1,7 @@
-"""Checkpoint files shared by the checkpoint tests: generated once per session, in tmp."""
+"""Checkpoint files shared by the checkpoint tests: generated once per session, in tmp;
+and `uninstalled`, for what cnp says when a module of an extra is missing."""
+
+import importlib.util
 
 import pytest
 
@@ -103,3 +106,14 @@ def cli_process():
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+@pytest.fixture
+def uninstalled(monkeypatch):
+    """uninstalled("onnx", ...): importlib.util.find_spec, which cnp asks before importing an
+    extra's module, finds neither those modules nor their submodules (they stay importable)."""
+    def hide(*names: str) -> None:
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+            None if name.split(".")[0] in names else find_spec(name, *a)))
+    return hide

@@ -136,12 +136,8 @@ def test_the_exported_module_computes_heatmaps_and_coords_by_default():
 
 # the id "onnx-script": `pytest -k xs` would select "onnxscript"
 @pytest.mark.parametrize("missing", ["onnx", "onnxscript"], ids=["onnx", "onnx-script"])
-def test_to_onnx_names_each_missing_module(missing, export_call, monkeypatch):
-    import importlib.util
-
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == missing else find_spec(name, *a))
+def test_to_onnx_names_each_missing_module(missing, export_call, uninstalled):
+    uninstalled(missing)
     with pytest.raises(InputError) as refused:
         export.to_onnx(build(VARIANTS["xs"]))
     assert refused.value.path == missing and export_call == {}

@@ -178,12 +178,8 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command", ["export", "check-onnx"])
-def test_without_the_extra_commands_say_so(command, cli, tmp_path, monkeypatch):
-    import importlib.util
-
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.startswith("onnx") else find_spec(name, *a))
+def test_without_the_extra_commands_say_so(command, cli, tmp_path, uninstalled):
+    uninstalled("onnx", "onnxruntime", "onnxscript")
     args = ("xs", tmp_path / "x.onnx") if command == "export" else (tmp_path / "x.onnx",)
     result = cli(command, *args)
     assert one_line_error(result) and "pip install 'cnp[onnx]'" in result.err
@@ -422,12 +418,8 @@ def test_export_names_a_source_that_is_neither_file_nor_variant(cli, tmp_path):
 # the id "onnx-script": `pytest -k xs` would select "onnxscript"
 @pytest.mark.parametrize("missing", ["onnx", "onnxscript"], ids=["onnx", "onnx-script"])
 def test_export_says_a_missing_module_before_reading_its_source(missing, cli, tmp_path,
-                                                                 monkeypatch):
-    import importlib.util
-
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == missing else find_spec(name, *a))
+                                                                 uninstalled):
+    uninstalled(missing)
     result = cli("export", "xxl", tmp_path / "x.onnx")
     assert one_line_error(result) and f"{missing}: not installed" in result.err
     assert "xxl" not in result.err

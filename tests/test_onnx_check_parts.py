@@ -466,10 +466,8 @@ def test_the_json_report_has_the_documented_fields(tmp_path):
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
 def test_the_report_names_a_missing_module_before_reading_the_file(missing, tmp_path,
-                                                                  monkeypatch):
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == missing else find_spec(name, *a))
+                                                                  uninstalled):
+    uninstalled(missing)
     with pytest.raises(InputError) as refused:
         onnx_check.report(tmp_path / "missing.onnx")
     assert refused.value.path == missing

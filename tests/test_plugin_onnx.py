@@ -4,8 +4,6 @@ folder of real exports.)"""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 
@@ -20,10 +18,8 @@ def test_cnp_onnx_names_a_path_that_does_not_exist(pytester):
 
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
-def test_cnp_onnx_names_the_missing_module_of_the_extra(missing, pytester, monkeypatch):
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == missing else find_spec(name, *a))
+def test_cnp_onnx_names_the_missing_module_of_the_extra(missing, pytester, uninstalled):
+    uninstalled(missing)
     pytester.makefile(".onnx", model="")
     result = _run(pytester, "--cnp-onnx=model.onnx")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -9,7 +9,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cnp.checkpoints import DEFAULT_JOINTS
 
-# A ConvNeXtPose far smaller than XS; layout reads weight shapes only, so the graph need not run.
 TINY = {"dims": (4, 8, 16, 32), "depths": (1, 1, 2, 1), "kernel": 3, "head": (8, 8, 8),
         "head_kernel": 5, "final": 2 * DEFAULT_JOINTS}
 
@@ -33,8 +32,10 @@ def conv_specs(dims, depths, kernel, head, head_kernel, final, kernels=None):
     return convs + [((final, inputs, 1, 1), 1, 1)]
 
 
-def conv_graph(convs, outputs=(("heatmaps", ["N", 36, 8, 8]),), stored=True):
-    """One Conv node per spec, chained; weights as initializers (or graph inputs: computed)."""
+def conv_graph(convs, outputs=None, stored=True):
+    """One Conv node per spec, chained; weights as initializers (or graph inputs: computed).
+    `outputs`: (name, shape) pairs; by default heatmaps of the final layer's channels."""
+    outputs = outputs or (("heatmaps", ["N", convs[-1][0][0], 8, 8]),)
     nodes, weights, value = [], [], "image"
     for n, (shape, group, stride) in enumerate(convs):
         nodes.append(helper.make_node("Conv", [value, f"w{n}"], [f"c{n}"], group=group,
@@ -53,8 +54,7 @@ def conv_graph(convs, outputs=(("heatmaps", ["N", 36, 8, 8]),), stored=True):
 
 
 def tiny(outputs=None, **changes):
-    convs = conv_specs(**{**TINY, **changes})
-    return conv_graph(convs, outputs) if outputs else conv_graph(convs)
+    return conv_graph(conv_specs(**{**TINY, **changes}), outputs)
 
 
 def with_resizes(model, before, **attributes):
