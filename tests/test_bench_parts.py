@@ -7,6 +7,7 @@ import os
 import platform
 import re
 from importlib import metadata
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -28,35 +29,39 @@ def test_gflop_s_counts_a_mac_as_two_flops():
     assert bench.gflop_s(10**9, 3.0) == 6.0
 
 
-def test_matmul_roofline_is_two_n_cubed_flops_over_the_median(monkeypatch):
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """bench.time_interleaved replaced: it runs each callable once and reports the seconds a
+    test gives (`seconds[name]`, else 0.1 s); `asked` keeps each call's options, `ran` what
+    the callables returned."""
+    clock = SimpleNamespace(asked=[], ran=[], seconds={})
+
+    def timed(calls, batch, repeats, warmup=2, device="cpu"):
+        clock.asked.append({"batch": batch, "repeats": repeats, "warmup": warmup,
+                            "device": device})
+        clock.ran.append({name: call() for name, call in calls.items()})
+        return {name: bench.Timing(clock.seconds.get(name, (0.1,)), batch) for name in calls}
+
+    monkeypatch.setattr(bench, "time_interleaved", timed)
+    return clock
+
+
+def test_matmul_roofline_is_two_n_cubed_flops_over_the_median(fake_clock):
     """An n×n×n product is 2n³ FLOPs; the rate divides them by the median time of one."""
-    ran = []
-
-    def timed(calls, batch, repeats, warmup=2, device="cpu"):
-        ran.append(calls["mm"]())
-        return {"mm": bench.Timing((0.5, 0.25, 1.0), batch)}
-
-    monkeypatch.setattr(bench, "time_interleaved", timed)
+    fake_clock.seconds["mm"] = (0.5, 0.25, 1.0)
     assert bench.matmul_roofline(size=64) == 2 * 64**3 / 0.5 / 1e9
-    (product,) = ran
-    assert product.shape == (64, 64) and product.abs().sum() > 0
+    (run,) = fake_clock.ran
+    assert run["mm"].shape == (64, 64) and run["mm"].abs().sum() > 0
 
 
-def test_the_roofline_times_the_same_product_on_the_device_asked_for(monkeypatch):
+def test_the_roofline_times_the_same_product_on_the_device_asked_for(fake_clock):
     """Seeded matrices: every run (and every machine) times the same product."""
-    ran = []
-
-    def timed(calls, batch, repeats, warmup=2, device="cpu"):
-        ran.append((calls["mm"](), device))
-        return {"mm": bench.Timing((0.5,), batch)}
-
-    monkeypatch.setattr(bench, "time_interleaved", timed)
     bench.matmul_roofline(size=16)
     bench.matmul_roofline(size=16)
     bench.matmul_roofline(size=16, device="meta")
-    (first, cpu), (second, _), (on_meta, meta) = ran
-    assert torch.equal(first, second) and (cpu, meta) == ("cpu", "meta")
-    assert on_meta.device.type == "meta"
+    first, second, on_meta = (run["mm"] for run in fake_clock.ran)
+    assert torch.equal(first, second) and on_meta.device.type == "meta"
+    assert [asked["device"] for asked in fake_clock.asked] == ["cpu", "cpu", "meta"]
 
 
 def test_time_interleaved_measures_each_call_by_the_clock():
@@ -161,23 +166,15 @@ def test_each_backend_counts_the_conv_macs_it_executes(variant):
     assert [b.engine for b in backends.values()] == ["torch", "torch"]
 
 
-def test_bench_variant_reports_the_timings_it_took(monkeypatch):
+def test_bench_variant_reports_the_timings_it_took(fake_clock, monkeypatch):
     """With timings given (a fake clock), every reported figure is their closed form."""
-    asked, ran = {}, {}
-    seconds = {"eager": (0.4, 0.2, 0.8), "fast-torch": (0.2, 0.1, 0.4)}
-
-    def timed(calls, batch, repeats, warmup=2, device="cpu"):
-        asked.update(batch=batch, repeats=repeats, warmup=warmup, device=device)
-        ran.update({name: call() for name, call in calls.items()})
-        return {name: bench.Timing(seconds[name], batch) for name in calls}
-
-    monkeypatch.setattr(bench, "time_interleaved", timed)
+    fake_clock.seconds.update({"eager": (0.4, 0.2, 0.8), "fast-torch": (0.2, 0.1, 0.4)})
     monkeypatch.setattr(bench, "matmul_roofline", lambda device="cpu": 100.0)
     result = bench.bench_variant("xs", backends=("eager", "fast-torch"), batch=2, repeats=3,
                                  warmup=0)
     spec = VARIANTS["xs"]
-    assert asked == {"batch": 2, "repeats": 3, "warmup": 0, "device": "cpu"}
-    assert all(out.shape == (2, spec.joint_num, 3) for out in ran.values())
+    assert fake_clock.asked == [{"batch": 2, "repeats": 3, "warmup": 0, "device": "cpu"}]
+    assert all(out.shape == (2, spec.joint_num, 3) for out in fake_clock.ran[0].values())
     macs = summarize(spec).macs.total
     assert (result.variant, result.batch, result.device, result.repeats, result.macs,
             result.roofline_gflops_s) == ("xs", 2, "cpu", 3, macs, 100.0)
@@ -189,27 +186,19 @@ def test_bench_variant_reports_the_timings_it_took(monkeypatch):
     assert (eager.speedup_over, result.backends["fast-torch"].speedup_over) == (
         {"fast-torch": 0.5}, {"eager": 2.0})
     bench.bench_variant("xs", backends=("eager",))
-    assert (asked["batch"], asked["device"]) == (1, "cpu")  # the defaults: batch 1, the CPU
+    defaults = fake_clock.asked[-1]
+    assert (defaults["batch"], defaults["device"]) == (1, "cpu")  # batch 1, the CPU
 
 
-def test_bench_variant_runs_and_times_on_the_device_asked_for(monkeypatch):
+def test_bench_variant_runs_and_times_on_the_device_asked_for(fake_clock, monkeypatch):
     """On "meta" (nothing computed): the model, image, roofline and clock all get the device."""
-    asked, outputs = {}, []
-
-    def timed(calls, batch, repeats, warmup=2, device="cpu"):
-        asked["timing"] = device
-        outputs.extend(call() for call in calls.values())
-        return {name: bench.Timing((0.1,), batch) for name in calls}
-
-    def roofline(device="cpu"):
-        asked["roofline"] = device
-        return 1.0
-
-    monkeypatch.setattr(bench, "time_interleaved", timed)
-    monkeypatch.setattr(bench, "matmul_roofline", roofline)
+    roofline_asked = []
+    monkeypatch.setattr(bench, "matmul_roofline",
+                        lambda device="cpu": roofline_asked.append(device) or 1.0)
     result = bench.bench_variant("xs", backends=("eager",), device="meta")
-    assert asked == {"timing": "meta", "roofline": "meta"} and result.device == "meta"
-    assert [out.device.type for out in outputs] == ["meta"]
+    assert [asked["device"] for asked in fake_clock.asked] == ["meta"]
+    assert roofline_asked == ["meta"] and result.device == "meta"
+    assert [out.device.type for out in fake_clock.ran[0].values()] == ["meta"]
 
 
 def test_a_given_roofline_is_not_measured_again(monkeypatch):
