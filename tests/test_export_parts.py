@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from importlib import metadata
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -34,40 +35,34 @@ def identity_model(opset: int = 18):
 
 @pytest.fixture
 def exporter(monkeypatch):
-    """torch.onnx.export replaced: it records the opset asked for and writes opset 18."""
-    asked = []
+    """torch.onnx.export replaced: `calls` keeps what each call asked (its keywords, the
+    module and the example args); it returns `proto`, by default a one-node opset-18 model."""
+    recorder = SimpleNamespace(calls=[], proto=identity_model(18))
 
-    class Program:
-        model_proto = identity_model(18)
-
-    def export_(*args, opset_version=None, **kwargs):
-        asked.append(opset_version)
-        return Program()
+    def export_(module, args, **kwargs):
+        recorder.calls.append({**kwargs, "module": module, "args": args})
+        return SimpleNamespace(model_proto=recorder.proto)
 
     monkeypatch.setattr(torch.onnx, "export", export_)
-    return asked
+    return recorder
 
 
 @pytest.mark.parametrize("domain", ["", "ai.onnx"])
-def test_the_default_domain_is_read_by_either_name(domain, monkeypatch):
+def test_the_default_domain_is_read_by_either_name(domain, exporter):
     """ONNX names its default operator set "" or "ai.onnx"."""
     from onnx import helper
 
-    class Program:
-        model_proto = identity_model(18)
-
-    del Program.model_proto.opset_import[:]
-    Program.model_proto.opset_import.extend([helper.make_opsetid(domain, 18),
-                                            helper.make_opsetid("com.microsoft", 1)])
-    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: Program())
-    assert export.to_onnx(build(VARIANTS["xs"]), opset=18) is Program.model_proto
+    del exporter.proto.opset_import[:]
+    exporter.proto.opset_import.extend([helper.make_opsetid(domain, 18),
+                                        helper.make_opsetid("com.microsoft", 1)])
+    assert export.to_onnx(build(VARIANTS["xs"]), opset=18) is exporter.proto
 
 
 def test_an_opset_the_exporter_did_not_write_is_refused(exporter):
     with pytest.raises(InputError) as refused:
         export.to_onnx(build(VARIANTS["xs"]), opset=11)
     assert refused.value.path == "--opset 11" and "18" in refused.value.problem
-    assert exporter == [11]
+    assert [call["opset_version"] for call in exporter.calls] == [11]
 
 
 def test_export_onnx_passes_the_opset_and_records_cnp_version(exporter, tmp_path):
@@ -76,30 +71,15 @@ def test_export_onnx_passes_the_opset_and_records_cnp_version(exporter, tmp_path
     path = export.export_onnx(build(VARIANTS["xs"]), tmp_path / "x.onnx", opset=18,
                               metadata={"cnp.weights": "seeded:1"})
     meta = {p.key: p.value for p in onnx.load(path).metadata_props}
-    assert exporter == [18]
+    assert [call["opset_version"] for call in exporter.calls] == [18]
     assert meta == {"cnp.version": metadata.version("cnp"), "cnp.weights": "seeded:1"}
 
 
-@pytest.fixture
-def export_call(monkeypatch):
-    """torch.onnx.export replaced: it keeps what it was called with and writes opset 18."""
-    call = {}
-
-    class Program:
-        model_proto = identity_model(18)
-
-    def export_(module, args, **kwargs):
-        call.update(kwargs, module=module, args=args)
-        return Program()
-
-    monkeypatch.setattr(torch.onnx, "export", export_)
-    return call
-
-
-def test_to_onnx_asks_for_the_dynamo_exporter_quietly(export_call):
+def test_to_onnx_asks_for_the_dynamo_exporter_quietly(exporter):
     """dynamo=True and verbose=False whatever the installed torch's defaults (before torch
     2.9 the default exporter was the TorchScript one)."""
     export.to_onnx(build(VARIANTS["xs"]))
+    (export_call,) = exporter.calls
     assert export_call["dynamo"] is True and export_call["verbose"] is False
     assert export_call["input_names"] == ["image"]
     batch = export_call["dynamic_shapes"]["image"][0]
@@ -107,9 +87,10 @@ def test_to_onnx_asks_for_the_dynamo_exporter_quietly(export_call):
 
 
 @pytest.mark.parametrize("coords", [True, False], ids=["coords", "heatmaps-only"])
-def test_to_onnx_exports_coords_unless_told_not_to(coords, export_call):
+def test_to_onnx_exports_coords_unless_told_not_to(coords, exporter):
     model = seeded_model("xs")
     export.to_onnx(model, **({} if coords else {"coords": False}))
+    (export_call,) = exporter.calls
     outputs = export_call["module"](export_call["args"][0])
     heatmaps = model.heatmaps(export_call["args"][0])
     if coords:
@@ -121,9 +102,9 @@ def test_to_onnx_exports_coords_unless_told_not_to(coords, export_call):
         assert torch.equal(outputs, heatmaps)
 
 
-def test_export_onnx_passes_coords_on(export_call, tmp_path):
+def test_export_onnx_passes_coords_on(exporter, tmp_path):
     export.export_onnx(build(VARIANTS["xs"]), tmp_path / "x.onnx", coords=False)
-    assert export_call["output_names"] == ["heatmaps"]
+    assert [call["output_names"] for call in exporter.calls] == [["heatmaps"]]
 
 
 def test_the_exported_module_computes_heatmaps_and_coords_by_default():
@@ -136,18 +117,18 @@ def test_the_exported_module_computes_heatmaps_and_coords_by_default():
 
 # the id "onnx-script": `pytest -k xs` would select "onnxscript"
 @pytest.mark.parametrize("missing", ["onnx", "onnxscript"], ids=["onnx", "onnx-script"])
-def test_to_onnx_names_each_missing_module(missing, export_call, uninstalled):
+def test_to_onnx_names_each_missing_module(missing, exporter, uninstalled):
     uninstalled(missing)
     with pytest.raises(InputError) as refused:
         export.to_onnx(build(VARIANTS["xs"]))
-    assert refused.value.path == missing and export_call == {}
+    assert refused.value.path == missing and exporter.calls == []
 
 
 def test_export_onnx_keeps_an_existing_file_by_default(exporter, tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"keep")
     with pytest.raises(InputError, match="--force"):
         export.export_onnx(build(VARIANTS["xs"]), tmp_path / "x.onnx")
-    assert exporter == [] and (tmp_path / "x.onnx").read_bytes() == b"keep"
+    assert exporter.calls == [] and (tmp_path / "x.onnx").read_bytes() == b"keep"
 
 
 @pytest.mark.parametrize("case", ["directory", "exists", "no-parent"])
