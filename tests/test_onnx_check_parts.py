@@ -14,6 +14,7 @@ import pytest
 if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxruntime")):
     pytest.skip("the 'onnx' extra is not installed", allow_module_level=True)
 
+import onnx  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from cnp import onnx_check, onnx_graph  # noqa: E402
@@ -165,8 +166,6 @@ def test_the_checker_infers_shapes_strictly():
 @pytest.mark.parametrize("error, says", [(ValueError("first line\nsecond line"), "first line"),
                                          (ValueError(), "ValueError")], ids=["message", "none"])
 def test_the_checkers_refusal_is_its_first_line_or_its_type(error, says, monkeypatch):
-    import onnx
-
     def refuse(*args, **kwargs):
         raise error
 
@@ -423,8 +422,6 @@ def test_onnx_cases_refuse_a_path_that_does_not_exist(tmp_path):
 
 
 def test_check_onnx_gives_the_plugin_every_check_of_the_report(tmp_path):
-    import onnx
-
     onnx.save(graph(), tmp_path / "xs_model.onnx")
     checks = onnx_check.check_onnx(tmp_path / "xs_model.onnx")
     assert checks == list(onnx_check.report(tmp_path / "xs_model.onnx").checks)
@@ -446,8 +443,6 @@ SOURCES = {"structure": ("spec", "stored"), "variant": ("spec", "stored"),
 @pytest.mark.parametrize("name", ["xs_model.onnx", "model.onnx"], ids=["xs", "no-variant"])
 @pytest.mark.parametrize("kind", ["no-convnextpose", "tiny-convnextpose"])
 def test_each_check_names_its_source_and_basis(kind, name, tmp_path):
-    import onnx
-
     onnx.save(graph() if kind == "no-convnextpose" else tiny(), tmp_path / name)
     checks = onnx_check.report(tmp_path / name).checks
     assert {c.check: (c.source, c.basis) for c in checks} == SOURCES
@@ -455,8 +450,6 @@ def test_each_check_names_its_source_and_basis(kind, name, tmp_path):
 
 def test_the_json_report_has_the_documented_fields(tmp_path):
     """`cnp check-onnx --json`: {path, variant, checks: [{check, ok, expected, found, detail}]}."""
-    import onnx
-
     onnx.save(graph(), tmp_path / "xs_model.onnx")
     data = onnx_check.report(tmp_path / "xs_model.onnx").to_dict()
     assert data["path"] == str(tmp_path / "xs_model.onnx") and data["variant"] == "xs"
@@ -476,8 +469,6 @@ def test_the_report_names_a_missing_module_before_reading_the_file(missing, tmp_
 def test_the_report_checks_against_the_expected_variant(tmp_path):
     """The variant named by the file: structure expects its input size; the final layer is
     split by its joint count, not by the graph's declared coordinates (here 5 joints)."""
-    import onnx
-
     outputs = (("heatmaps", ["N", TINY["final"], 8, 8]), ("coords", ["N", 5, 3]))
     onnx.save(tiny(outputs), tmp_path / "xs_model.onnx")
     checks = {c.check: c for c in onnx_check.report(tmp_path / "xs_model.onnx").checks}
@@ -487,8 +478,6 @@ def test_the_report_checks_against_the_expected_variant(tmp_path):
 
 
 def test_the_report_says_why_a_graph_is_no_convnextpose(tmp_path):
-    import onnx
-
     onnx.save(graph(), tmp_path / "xs_model.onnx")
     variant = onnx_check.report(tmp_path / "xs_model.onnx").checks[1]
     assert variant.ok is False and f"[{CHANNELS}, 3, {STRIDE}, {STRIDE}]" in variant.detail
