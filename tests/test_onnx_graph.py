@@ -43,9 +43,14 @@ def test_the_joint_count_given_splits_the_final_layer():
     assert (inferred.joint_num, inferred.depth_dim) == (12, 3)
 
 
-def test_the_joint_count_comes_from_a_declared_coordinates_output():
-    outputs = (("heatmaps", ["N", 36, 8, 8]), ("xyz", ["N", 12, 3]))
-    assert onnx_graph.layout(tiny(outputs)).inferred.joint_num == 12
+@pytest.mark.parametrize("coords, joints", [
+    (("xyz", ["N", 12, 3]), 12),  # a coordinates output by its shape
+    (("coords", ["N", 12, None]), 12),  # by its name, the last size unknown
+    (("coords", ["N", 1, 3]), 1),
+], ids=["by-shape", "by-name", "one-joint"])
+def test_the_joint_count_comes_from_a_declared_coordinates_output(coords, joints):
+    outputs = (("heatmaps", ["N", 36, 8, 8]), coords)
+    assert onnx_graph.layout(tiny(outputs)).inferred.joint_num == joints
 
 
 DEPARTURES = {  # the facts each message must carry
@@ -143,20 +148,24 @@ def test_each_upsampling_node_is_placed_in_the_part_it_sits_in():
         (f"up{i}", layer) for i, layer in sorted(places.items())]
 
 
-def one_node(op, opset, inputs, constants=(), **attributes):
-    """x (1, 3, 8, 8) → one `op` node → y; `constants`: (name, values) initializers."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+def one_node(op, opset, inputs, constants=(), size=("h", "w"), domain="", **attributes):
+    """x (1, 3, *size) → one `op` node → y; `constants`: (name, values) initializers. A
+    symbolic size leaves the node's constants as the only source of its scale."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, *size])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     weights = [numpy_helper.from_array(numpy.asarray(v), n) for n, v in constants]
     node = helper.make_node(op, ["x", *inputs], ["y"], **attributes)
     return helper.make_model(helper.make_graph([node], "g", [x], [y], weights),
-                             opset_imports=[helper.make_opsetid("", opset)])
+                             opset_imports=[helper.make_opsetid(domain, opset)])
 
 
 SCALES = numpy.array([1, 1, 2, 3], numpy.float32)
 UPSAMPLING = {
     "resize-opset-13": (one_node("Resize", 13, ["", "s"], [("s", SCALES)], mode="linear"),
                         ("linear", "half_pixel", [2.0, 3.0])),
+    "resize-opset-13-as-ai.onnx": (one_node("Resize", 13, ["", "s"], [("s", SCALES)],
+                                            domain="ai.onnx"),  # the default domain's other name
+                                   ("nearest", "half_pixel", [2.0, 3.0])),
     "resize-opset-10": (one_node("Resize", 10, ["s"], [("s", SCALES)]),
                         ("nearest", "asymmetric", [2.0, 3.0])),
     "upsample-opset-7": (one_node("Upsample", 7, [], scales=[1.0, 1.0, 2.0, 3.0]),
@@ -164,7 +173,7 @@ UPSAMPLING = {
     "upsample-opset-9": (one_node("Upsample", 9, ["s"], [("s", SCALES)], mode="linear"),
                          ("linear", "asymmetric", [2.0, 3.0])),
     "resize-to-sizes": (one_node("Resize", 13, ["", "", "n"],
-                                 [("n", numpy.array([1, 3, 16, 24], numpy.int64))]),
+                                 [("n", numpy.array([1, 3, 16, 24], numpy.int64))], size=(8, 8)),
                         ("nearest", "half_pixel", [2.0, 3.0])),
     "resize-unknown": (one_node("Resize", 13, ["", "", "n"]),
                        ("nearest", "half_pixel", None)),
@@ -179,24 +188,39 @@ def test_mode_transformation_and_scale_follow_the_op_and_opset(case):
     (found,) = onnx_graph.upsampling(model, None)
     assert (found["mode"], found["coordinate_transformation_mode"], found["scale"]) == expected
     assert found["op"] == model.graph.node[0].op_type and found["node"] == "y"
+    assert "unknown" in found["layer"].lower()  # one node is no ConvNeXtPose: no layer to name
 
 
 # ---------------------------------------------------------------- unusable files
 
 
 @pytest.mark.parametrize("case, says", [
+    ("missing", "no such file"),
+    ("directory", "directory"),
     ("empty", "empty"),
+    ("zip-archive", "zip archive"),
+    ("truncated", "damaged or truncated"),
+    ("not-onnx", "not an ONNX model"),
     ("no-nodes", "no graph nodes"),
     ("external-missing", "external weights")])
 def test_an_unusable_file_is_named_with_its_problem(case, says, tmp_path):
     path = tmp_path / "model.onnx"
-    if case == "empty":
+    if case == "directory":
+        path.mkdir()
+    elif case == "empty":
         path.write_bytes(b"")
+    elif case == "zip-archive":  # what torch.save writes
+        path.write_bytes(b"PK\x03\x04" + bytes(60))
+    elif case == "truncated":  # starts as every ONNX file does (ir_version), then stops
+        data = tiny().SerializeToString()
+        path.write_bytes(data[:len(data) // 2])
+    elif case == "not-onnx":
+        path.write_text("ir_version: 8\n")
     elif case == "no-nodes":
         model = tiny()
         del model.graph.node[:]
         onnx.save(model, path)
-    else:
+    elif case == "external-missing":
         onnx.save(tiny(), path, save_as_external_data=True, all_tensors_to_one_file=True,
                   location="weights.bin", size_threshold=0)
         (tmp_path / "weights.bin").unlink()
