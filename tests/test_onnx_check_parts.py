@@ -481,3 +481,10 @@ def test_the_report_says_why_a_graph_is_no_convnextpose(tmp_path):
     onnx.save(graph(), tmp_path / "xs_model.onnx")
     variant = onnx_check.report(tmp_path / "xs_model.onnx").checks[1]
     assert variant.ok is False and f"[{CHANNELS}, 3, {STRIDE}, {STRIDE}]" in variant.detail
+
+
+def test_an_unknown_variant_is_refused_before_the_file_is_read(tmp_path):
+    from cnp.specs import UnknownVariantError
+
+    with pytest.raises(UnknownVariantError, match="'xxl'"):
+        onnx_check.report(tmp_path / "missing.onnx", variant="xxl")
