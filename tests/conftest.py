@@ -2,12 +2,35 @@
 and `uninstalled`, for what cnp says when a module of an extra is missing."""
 
 import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from cnp import VARIANTS
 from cnp.testing import seeded_model
 from checkpoint_files import POSITIONAL_HEAD_VARIANTS, TINY, save_official
+from onnx_exports import EXPORTS_AHEAD, Exports
+
+
+def pytest_collection_finish(session):
+    """Start, in one background process, the exports of S, M and L that the selected tests
+    read (marker reads_export): 25-30 s of torch's exporter that then runs beside the other
+    tests. Not under mutation testing (each mutant's run would start it; the export tests
+    are `slow`, which mutation runs leave out), in an xdist worker, or when only collecting."""
+    config = session.config
+    ahead = sorted({mark.args[0] for item in session.items
+                    for mark in item.iter_markers("reads_export")} - {"xs"})
+    if (not ahead or "MUTANT_UNDER_TEST" in os.environ or hasattr(config, "workerinput")
+            or config.option.collectonly):
+        return
+    directory = Path(tempfile.mkdtemp(prefix="cnp-exports-"))
+    exports = Exports(directory, tuple(ahead))
+    config.stash[EXPORTS_AHEAD] = exports
+    config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
+    config.add_cleanup(exports.stop)  # cleanups run last first: stop, then remove
 
 
 class Released(dict):

@@ -2,7 +2,10 @@
 10-20 s of torch.export and translation on a 2-core machine).
 
 `Exports[v]` runs `cnp export v` over an existing placeholder file with `--force`, under
-the umask UMASK, as a user would. The broken graphs are cnp's XS export edited where an
+the umask UMASK, as a user would: in this process, or, for the variants named `ahead`, in
+one background process started when the session's tests are collected (tests/conftest.py),
+so that S's, M's and L's exports (25-30 s) run beside the other tests instead of before
+theirs. XS's export stays in this process: mutation testing and coverage see its code run. The broken graphs are cnp's XS export edited where an
 export of a changed model differs from it (milliseconds instead of another export): Resize
 attributes as torch's exporter writes them for align_corners=False and for nearest, or the
 coordinates output pruned. They keep the XS export's provenance, so their numerics are
@@ -12,9 +15,13 @@ compared with the real XS.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from torch import nn
 
 from cnp.export import COORDS
@@ -40,20 +47,68 @@ def _with_umask(umask: int, run):
 
 
 class Exports(dict):
-    """variant → Export of `cnp export VARIANT DIR/VARIANT.onnx --force`, made on first use."""
+    """variant → Export of `cnp export VARIANT DIR/VARIANT.onnx --force`, made on first use
+    or, for the variants `ahead`, by a background process started at construction."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, ahead: tuple[str, ...] = ()):
         super().__init__()
-        self.directory = directory
+        self.directory, self.ahead, self.process = directory, set(ahead), None
+        if ahead:
+            for variant in ahead:
+                self._path(variant).write_bytes(PLACEHOLDER)
+            # One thread: the exporter is Python-bound, and this process's tests keep the
+            # other core.
+            with (directory / "ahead.log").open("wb") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, __file__, str(directory), *ahead], umask=UMASK,
+                    stdout=subprocess.DEVNULL, stderr=log,
+                    env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    def _path(self, variant: str) -> Path:
+        return self.directory / f"convnextpose_{variant}.onnx"
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def __missing__(self, variant: str) -> Export:
-        from cnp.cli import main
+        path = self._path(variant)
+        if variant in self.ahead:
+            code = self._wait_for(variant)
+        else:
+            from cnp.cli import main
 
-        path = self.directory / f"convnextpose_{variant}.onnx"
-        path.write_bytes(PLACEHOLDER)
-        code = _with_umask(UMASK, lambda: main(["export", variant, str(path), "--force"]))
+            path.write_bytes(PLACEHOLDER)
+            code = _with_umask(UMASK, lambda: main(["export", variant, str(path), "--force"]))
         self[variant] = Export(path, code, True, path.stat().st_mode & 0o777)
         return self[variant]
+
+    def _wait_for(self, variant: str) -> int:
+        done = self.directory / f"{variant}.code"
+        while not done.exists():
+            if self.process.poll() is not None and not done.exists():
+                log = (self.directory / "ahead.log").read_text(errors="replace")
+                raise RuntimeError(f"the background export of {variant} ended without a "
+                                   f"result (exit {self.process.returncode}):\n{log[-2000:]}")
+            time.sleep(0.05)
+        return int(done.read_text())
+
+
+# Where tests/conftest.py leaves the Exports it started for the selected tests.
+EXPORTS_AHEAD = pytest.StashKey[Exports]()
+
+
+def _export_ahead(directory: Path, variants: list[str]):
+    """The background process: each export, then its exit code in DIR/VARIANT.code (renamed
+    into place, so that a reader never sees it half written)."""
+    from cnp.cli import main
+
+    for variant in variants:
+        path = directory / f"convnextpose_{variant}.onnx"
+        code = main(["export", variant, str(path), "--force"])
+        (directory / f"{variant}.code.tmp").write_text(str(code))
+        (directory / f"{variant}.code.tmp").rename(directory / f"{variant}.code")
 
 
 # What torch's exporter (2.13, dynamo) writes for nn.Upsample(scale_factor=2,
@@ -128,3 +183,7 @@ def export_legacy(model: nn.Module, path: Path, opset: int) -> Path:
                           output_names=["heatmaps", "coords"],
                           dynamic_axes={"image": {0: "batch"}})
     return path
+
+
+if __name__ == "__main__":
+    _export_ahead(Path(sys.argv[1]), sys.argv[2:])

@@ -24,16 +24,20 @@ from cnp.checks import failed  # noqa: E402
 from cnp.onnx_check import CHECKS, onnx_cases, report  # noqa: E402
 from cnp.specs import VARIANTS  # noqa: E402
 from cnp.testing import seeded_model  # noqa: E402
-from onnx_exports import (PLACEHOLDER, UMASK, Exports, export_legacy,  # noqa: E402
-                          heatmaps_only, misaligned_xs)
+from onnx_exports import (EXPORTS_AHEAD, PLACEHOLDER, UMASK, Exports,  # noqa: E402
+                          export_legacy, heatmaps_only, misaligned_xs)
 
-EVERY_VARIANT = [pytest.param(v, id=v, marks=() if v == "xs" else pytest.mark.slow)
+# reads_export(v): the test reads v's export; tests/conftest.py starts the exports of S, M
+# and L that the selected tests read in a background process as soon as they are collected.
+EVERY_VARIANT = [pytest.param(v, id=v, marks=() if v == "xs" else [pytest.mark.slow,
+                                                                   pytest.mark.reads_export(v)])
                  for v in VARIANTS]
 
 
 @pytest.fixture(scope="session")
-def exports(tmp_path_factory):
-    return Exports(tmp_path_factory.mktemp("onnx"))
+def exports(request, tmp_path_factory):
+    ahead = request.config.stash.get(EXPORTS_AHEAD, None)  # started by tests/conftest.py
+    return Exports(tmp_path_factory.mktemp("onnx")) if ahead is None else ahead
 
 
 @pytest.fixture(scope="session")
@@ -99,8 +103,13 @@ def test_plugin_gates_a_folder_of_exports(exports, misaligned, pytester):
     folder = pytester.mkdir("exports")
     (folder / "pose_xs.onnx").write_bytes(exports["xs"].path.read_bytes())
     (folder / "broken_xs.onnx").write_bytes(misaligned.read_bytes())
-    # A fresh process: onnx's extension aborts a process that imports it twice.
-    result = pytester.runpytest_subprocess("--cnp-onnx=exports", "-p", "no:cacheprovider", "-rA")
+    # In this process (no second torch import): pytester drops the modules a nested run
+    # imported, and onnx's and onnxruntime's extensions abort a process that imports them
+    # twice, so both are imported here first.
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
+
+    result = pytester.runpytest_inprocess("--cnp-onnx=exports", "-p", "no:cacheprovider", "-rA")
     outcomes = result.parseoutcomes()
     assert (outcomes.get("passed"), outcomes.get("failed")) == (4 + 2, 2), result.stdout.str()
     result.stdout.fnmatch_lines(["*PASSED*test_export?xs-pose_xs.onnx-numerics*"])
@@ -238,7 +247,8 @@ def test_other_weights_fail_the_numerics(weights, exports, tmp_path):
 
 @pytest.mark.parametrize("graph, claimed", [
     pytest.param("xs", "s", id="xs-graph-as-s"),
-    pytest.param("s", "xs", id="s-graph-as-xs", marks=pytest.mark.slow),
+    pytest.param("s", "xs", id="s-graph-as-xs",
+                 marks=[pytest.mark.slow, pytest.mark.reads_export("s")]),
 ])
 def test_another_variants_graph_fails_the_variant_check(graph, claimed, exports):
     check = {c.check: c for c in report(exports[graph].path, variant=claimed).checks}["variant"]

@@ -148,11 +148,13 @@ def test_each_upsampling_node_is_placed_in_the_part_it_sits_in():
         (f"up{i}", layer) for i, layer in sorted(places.items())]
 
 
-def one_node(op, opset, inputs, constants=(), size=("h", "w"), domain="", **attributes):
-    """x (1, 3, *size) → one `op` node → y; `constants`: (name, values) initializers. A
-    symbolic size leaves the node's constants as the only source of its scale."""
+def one_node(op, opset, inputs, constants=(), size=("h", "w"), domain="", out=None,
+             **attributes):
+    """x (1, 3, *size) → one `op` node → y (of the declared size `out`, if given);
+    `constants`: (name, values) initializers. A symbolic size leaves the node's constants as
+    the only source of its scale."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, *size])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, out and [1, 3, *out])
     weights = [numpy_helper.from_array(numpy.asarray(v), n) for n, v in constants]
     node = helper.make_node(op, ["x", *inputs], ["y"], **attributes)
     return helper.make_model(helper.make_graph([node], "g", [x], [y], weights),
@@ -189,6 +191,32 @@ def test_mode_transformation_and_scale_follow_the_op_and_opset(case):
     assert (found["mode"], found["coordinate_transformation_mode"], found["scale"]) == expected
     assert found["op"] == model.graph.node[0].op_type and found["node"] == "y"
     assert "unknown" in found["layer"].lower()  # one node is no ConvNeXtPose: no layer to name
+
+
+def to_sizes(size, sizes):
+    """A Resize of x (1, 3, *size) to the constant (1, 3, *sizes)."""
+    return one_node("Resize", 13, ["", "", "n"], [("n", numpy.array([1, 3, *sizes]))], size=size)
+
+
+def to_sizes_known_at_run_time(out):
+    model = one_node("Resize", 13, ["", "", "n"], size=(8, 8), out=out)
+    model.graph.input.append(helper.make_tensor_value_info("n", TensorProto.INT64, [4]))
+    return model
+
+
+@pytest.mark.parametrize("model, scale", [
+    (to_sizes((8, 12), (16, 24)), [2.0, 2.0]),
+    (to_sizes((1, 8), (2, 24)), [2.0, 3.0]),
+    (to_sizes((0, 8), (16, 24)), None),
+    (to_sizes(("h", 8), (16, 24)), None),
+    (to_sizes_known_at_run_time(("H", 24)), None),
+], ids=["per-axis", "one-pixel-high", "empty-input", "input-height-unknown",
+        "output-height-unknown"])
+def test_a_scale_without_constants_is_output_over_input_size(model, scale):
+    """Each axis's output size over its input size, where both are known and positive; else
+    unknown (None), never a division by zero or by a name."""
+    (found,) = onnx_graph.upsampling(model, None)
+    assert found["scale"] == scale
 
 
 # ---------------------------------------------------------------- unusable files
