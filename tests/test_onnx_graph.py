@@ -168,6 +168,8 @@ UPSAMPLING = {
     "resize-opset-13-as-ai.onnx": (one_node("Resize", 13, ["", "s"], [("s", SCALES)],
                                             domain="ai.onnx"),  # the default domain's other name
                                    ("nearest", "half_pixel", [2.0, 3.0])),
+    "resize-opset-11": (one_node("Resize", 11, ["", "s"], [("s", SCALES)]),
+                        ("nearest", "half_pixel", [2.0, 3.0])),  # the first with half_pixel
     "resize-opset-10": (one_node("Resize", 10, ["s"], [("s", SCALES)]),
                         ("nearest", "asymmetric", [2.0, 3.0])),
     "upsample-opset-7": (one_node("Upsample", 7, [], scales=[1.0, 1.0, 2.0, 3.0]),
@@ -204,13 +206,26 @@ def to_sizes_known_at_run_time(out):
     return model
 
 
+def to_sizes_computed_from_the_input():
+    """sizes = (N, C of x's Shape, 16, 24): what exporters write for a computed size."""
+    model = one_node("Resize", 13, ["", "", "n"], size=(8, 8))
+    first_two = [numpy_helper.from_array(numpy.array([v]), n) for n, v in (("0", 0), ("2", 2))]
+    model.graph.initializer.extend([
+        *first_two, numpy_helper.from_array(numpy.array([16, 24]), "hw")])
+    model.graph.node.insert(0, helper.make_node("Shape", ["x"], ["shape"]))
+    model.graph.node.insert(1, helper.make_node("Slice", ["shape", "0", "2"], ["nc"]))
+    model.graph.node.insert(2, helper.make_node("Concat", ["nc", "hw"], ["n"], axis=0))
+    return model
+
+
 @pytest.mark.parametrize("model, scale", [
     (to_sizes((8, 12), (16, 24)), [2.0, 2.0]),
+    (to_sizes_computed_from_the_input(), [2.0, 3.0]),
     (to_sizes((1, 8), (2, 24)), [2.0, 3.0]),
     (to_sizes((0, 8), (16, 24)), None),
     (to_sizes(("h", 8), (16, 24)), None),
     (to_sizes_known_at_run_time(("H", 24)), None),
-], ids=["per-axis", "one-pixel-high", "empty-input", "input-height-unknown",
+], ids=["per-axis", "sizes-computed", "one-pixel-high", "empty-input", "input-height-unknown",
         "output-height-unknown"])
 def test_a_scale_without_constants_is_output_over_input_size(model, scale):
     """Each axis's output size over its input size, where both are known and positive; else
@@ -255,6 +270,19 @@ def test_an_unusable_file_is_named_with_its_problem(case, says, tmp_path):
     with pytest.raises(InputError) as refused:
         onnx_graph.load(path)
     assert refused.value.path == str(path) and says in refused.value.problem
+
+
+def test_a_file_that_cannot_be_read_is_named_with_the_reason(tmp_path, monkeypatch):
+    path = tmp_path / "model.onnx"
+    onnx.save(tiny(), path)
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(path), "read_bytes", refuse)
+    with pytest.raises(InputError) as refused:
+        onnx_graph.load(path)
+    assert refused.value.path == str(path) and "Permission denied" in refused.value.problem
 
 
 def test_external_weights_beside_the_file_are_read(tmp_path):
