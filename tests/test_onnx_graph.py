@@ -61,7 +61,15 @@ DEPARTURES = {  # the facts each message must carry
     "no-final": ["final", "only 25 convolutions"],
     "after-final": ["1 convolutions", "after the final"],
     "joints": ["37 outputs", f"{DEFAULT_JOINTS} joints"],
+    # stage 0's one block (width 4), each of its convolutions off in one way:
+    "expansion-not-4": ["stage 0", "no blocks"],  # 4 → 12 channels, then 16 → 4
+    "block-not-back": ["stage 0", "no blocks"],  # 4 → 16 → 8
+    "depthwise-of-other-width": ["stage 0", "no blocks"],  # 8 channels in a 4-wide stage
 }
+
+OFF_BLOCK = {"expansion-not-4": {2: ((12, 4, 1, 1), 1, 1)},
+             "block-not-back": {3: ((8, 16, 1, 1), 1, 1)},
+             "depthwise-of-other-width": {1: ((8, 1, 3, 3), 8, 1)}}
 
 
 @pytest.mark.parametrize("case", DEPARTURES)
@@ -75,10 +83,61 @@ def test_a_graph_that_is_no_convnextpose_says_where_it_departs(case):
         "no-final": lambda: conv_graph(convs[:-1]),
         "after-final": lambda: conv_graph([*convs, convs[-1]]),
         "joints": lambda: tiny(final=37),
-    }[case]()
+    }.get(case, lambda: conv_graph([OFF_BLOCK[case].get(i, c) for i, c in enumerate(convs)]))()
     with pytest.raises(onnx_graph.NotConvNeXtPose) as departs:
         onnx_graph.layout(model)
     assert all(fact in str(departs.value) for fact in DEPARTURES[case])
+
+
+def conv(shape, group=1, stride=1):
+    return onnx_graph.Conv(0, shape, group, (stride, stride))
+
+
+@pytest.mark.parametrize("weight, group, depthwise", [
+    ((8, 1, 7, 7), 8, True),
+    ((2, 1, 7, 7), 2, True),
+    ((1, 1, 7, 7), 1, False),  # one channel, one group: an ordinary convolution
+    ((8, 2, 7, 7), 4, False),  # two inputs per group
+    ((2, 2, 7, 7), 2, False),  # as many groups as outputs, two inputs each
+    ((8, 8, 1, 1), 1, False),
+], ids=["8-channels", "2-channels", "1-channel", "grouped", "group-per-output", "pointwise"])
+def test_a_depthwise_convolution_has_one_input_per_output(weight, group, depthwise):
+    assert conv(weight, group).depthwise() is depthwise
+    assert conv(weight, group).depthwise(weight[0]) is depthwise
+    assert conv(weight, group).depthwise(weight[0] + 1) is False
+
+
+@pytest.mark.parametrize("weight, group, inputs, pointwise", [
+    ((8, 4, 1, 1), 1, 4, True),
+    ((8, 4, 7, 7), 1, 4, False),  # a 7x7 kernel
+    ((8, 2, 1, 1), 2, 2, False),  # grouped
+    ((8, 4, 1, 1), 1, 8, False),  # other inputs
+], ids=["1x1", "7x7", "grouped", "other-inputs"])
+def test_a_pointwise_convolution_is_1x1_ungrouped_from_the_inputs_given(weight, group, inputs,
+                                                                        pointwise):
+    assert conv(weight, group).pointwise(inputs) is pointwise
+    assert conv(weight, group).pointwise(inputs, weight[0]) is pointwise
+    assert conv(weight, group).pointwise(inputs, weight[0] + 1) is False
+
+
+@pytest.mark.parametrize("weight, group, stride, patchify", [
+    ((8, 3, 4, 4), 1, 4, True),
+    ((8, 3, 4, 4), 1, 2, False),  # overlapping patches
+    ((8, 3, 2, 2), 1, 4, False),  # gaps between patches
+    ((8, 1, 4, 4), 3, 4, False),  # grouped
+], ids=["4x4-stride-4", "stride-2", "2x2-stride-4", "grouped"])
+def test_a_patchify_convolution_has_a_stride_equal_to_its_kernel(weight, group, stride,
+                                                                  patchify):
+    assert conv(weight, group, stride).patchify(4) is patchify
+
+
+def test_a_conv_nodes_group_and_strides_default_to_onnxs():
+    weight = numpy_helper.from_array(numpy.zeros((4, 3, 1, 1), numpy.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"])  # no group, no strides: 1 and (1, 1)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y], [weight]))
+    assert onnx_graph.convolutions(model) == [onnx_graph.Conv(0, (4, 3, 1, 1), 1, (1, 1))]
 
 
 # ---------------------------------------------------------------- values, inputs, outputs
@@ -245,6 +304,7 @@ def test_a_scale_without_constants_is_output_over_input_size(model, scale):
     ("truncated", "damaged or truncated"),
     ("not-onnx", "not an ONNX model"),
     ("no-nodes", "no graph nodes"),
+    ("no-ir-version", "no IR version"),
     ("external-missing", "external weights")])
 def test_an_unusable_file_is_named_with_its_problem(case, says, tmp_path):
     path = tmp_path / "model.onnx"
@@ -263,6 +323,10 @@ def test_an_unusable_file_is_named_with_its_problem(case, says, tmp_path):
         model = tiny()
         del model.graph.node[:]
         onnx.save(model, path)
+    elif case == "no-ir-version":
+        model = tiny()
+        model.ir_version = 0
+        onnx.save(model, path)
     elif case == "external-missing":
         onnx.save(tiny(), path, save_as_external_data=True, all_tensors_to_one_file=True,
                   location="weights.bin", size_threshold=0)
@@ -270,6 +334,40 @@ def test_an_unusable_file_is_named_with_its_problem(case, says, tmp_path):
     with pytest.raises(InputError) as refused:
         onnx_graph.load(path)
     assert refused.value.path == str(path) and says in refused.value.problem
+
+
+def onnx_refusal(read) -> str:
+    """The first line of what onnx itself raises for `read()`."""
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - whichever onnx raises
+        read()
+    return str(refused.value).splitlines()[0]
+
+
+def test_a_damaged_file_quotes_the_decoders_reason(tmp_path):
+    data = tiny().SerializeToString()[:100]
+    (tmp_path / "model.onnx").write_bytes(data)
+    reason = onnx_refusal(lambda: onnx.load_model_from_string(data))
+    with pytest.raises(InputError) as refused:
+        onnx_graph.load(tmp_path / "model.onnx")
+    assert reason in refused.value.problem
+
+
+def test_missing_external_weights_quote_onnxs_reason(tmp_path):
+    onnx.save(tiny(), tmp_path / "model.onnx", save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").unlink()
+    reason = onnx_refusal(lambda: onnx.load_external_data_for_model(
+        onnx.load(tmp_path / "model.onnx", load_external_data=False), str(tmp_path)))
+    with pytest.raises(InputError) as refused:
+        onnx_graph.load(tmp_path / "model.onnx")
+    assert reason in refused.value.problem
+
+
+def test_the_oldest_ir_version_is_read(tmp_path):
+    model = tiny()
+    model.ir_version = 1
+    onnx.save(model, tmp_path / "model.onnx")
+    assert onnx_graph.load(tmp_path / "model.onnx").ir_version == 1
 
 
 def test_a_file_that_cannot_be_read_is_named_with_the_reason(tmp_path, monkeypatch):
