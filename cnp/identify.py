@@ -81,7 +81,7 @@ class Inferred:
     joint_num: int  # given, not stored: the split of final_out assumes it
     depth_dim: int
     head_upsample: tuple[int, ...] | None  # None: cannot be inferred
-    upsample_basis: str  # "inferred" or "unknown", never "measured"
+    upsample_basis: str  # "inferred" or "unknown" from a checkpoint; "measured" from a graph
     upsample_reason: str
 
     def spec(self, name: str = "inferred", head_upsample: tuple[int, ...] | None = None) -> VariantSpec:

@@ -242,7 +242,8 @@ def layout(model, joint_num: int | None = None) -> Layout:
     for _ in range(3):
         inputs = channels[-1] if channels else dims[-1]
         layer = f"head layer {len(channels) + 1}"
-        dw = take(lambda c: c.depthwise(inputs), f"{layer}'s depthwise convolution")
+        dw = take(lambda c: c.depthwise(inputs) and c.shape[2] == c.shape[3],
+                  f"{layer}'s depthwise convolution")
         starts.append(dw.index)
         head_kernels.append(dw.shape[2])
         channels.append(take(lambda c: c.pointwise(inputs), f"{layer}'s 1x1 convolution").out)

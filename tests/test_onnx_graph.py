@@ -33,6 +33,7 @@ def test_layout_reads_the_architecture_off_the_weights():
     assert (inferred.head_channels, inferred.head_kernels, inferred.final_out) == (
         TINY["head"], (TINY["head_kernel"],) * 3, TINY["final"])
     assert (inferred.joint_num, inferred.depth_dim) == (DEFAULT_JOINTS, 2)
+    assert isinstance(inferred.depth_dim, int)  # a count, as in a spec
     backbone = 4 + 3 * sum(TINY["depths"])  # stem and downsamplings, three per block
     assert where.head_starts == (backbone, backbone + 2, backbone + 4)
     assert where.final_index == backbone + 6
@@ -41,6 +42,11 @@ def test_layout_reads_the_architecture_off_the_weights():
 def test_the_joint_count_given_splits_the_final_layer():
     inferred = onnx_graph.layout(tiny(), joint_num=12).inferred
     assert (inferred.joint_num, inferred.depth_dim) == (12, 3)
+
+
+def test_each_head_layer_has_its_own_width():
+    inferred = onnx_graph.layout(tiny(head=(8, 12, 16))).inferred
+    assert (inferred.head_channels, inferred.final_out) == ((8, 12, 16), TINY["final"])
 
 
 @pytest.mark.parametrize("coords, joints", [
@@ -65,11 +71,28 @@ DEPARTURES = {  # the facts each message must carry
     "expansion-not-4": ["stage 0", "no blocks"],  # 4 → 12 channels, then 16 → 4
     "block-not-back": ["stage 0", "no blocks"],  # 4 → 16 → 8
     "depthwise-of-other-width": ["stage 0", "no blocks"],  # 8 channels in a 4-wide stage
+    "non-square-kernel": ["stage 0", "no blocks"],  # a 3x5 depthwise kernel
+    # the head (3 layers of 8 channels after stage 3's 32): one convolution off in each
+    "head-1-not-1x1": ["head layer 1's 1x1", "[8, 32, 3, 3]"],
+    "head-2-not-depthwise": ["head layer 2's depthwise", "[8, 8, 1, 1]"],
+    "head-3-depthwise-of-other-width": ["head layer 3's depthwise", "[16, 1, 5, 5]"],
+    "head-3-non-square-kernel": ["head layer 3's depthwise", "[8, 1, 3, 5]"],
 }
 
-OFF_BLOCK = {"expansion-not-4": {2: ((12, 4, 1, 1), 1, 1)},
+# case → {index of a convolution (negative: from the end): what replaces it}
+ONE_CONV_OFF = {"expansion-not-4": {2: ((12, 4, 1, 1), 1, 1)},
              "block-not-back": {3: ((8, 16, 1, 1), 1, 1)},
-             "depthwise-of-other-width": {1: ((8, 1, 3, 3), 8, 1)}}
+             "depthwise-of-other-width": {1: ((8, 1, 3, 3), 8, 1)},
+             "non-square-kernel": {1: ((4, 1, 3, 5), 4, 1)},
+             "head-1-not-1x1": {-6: ((8, 32, 3, 3), 1, 1)},
+             "head-2-not-depthwise": {-5: ((8, 8, 1, 1), 1, 1)},
+             "head-3-depthwise-of-other-width": {-3: ((16, 1, 5, 5), 16, 1)},
+             "head-3-non-square-kernel": {-3: ((8, 1, 3, 5), 8, 1)}}
+
+
+def with_one_conv_off(convs, change):
+    changed = {index % len(convs): conv for index, conv in change.items()}
+    return [changed.get(index, conv) for index, conv in enumerate(convs)]
 
 
 @pytest.mark.parametrize("case", DEPARTURES)
@@ -83,7 +106,7 @@ def test_a_graph_that_is_no_convnextpose_says_where_it_departs(case):
         "no-final": lambda: conv_graph(convs[:-1]),
         "after-final": lambda: conv_graph([*convs, convs[-1]]),
         "joints": lambda: tiny(final=37),
-    }.get(case, lambda: conv_graph([OFF_BLOCK[case].get(i, c) for i, c in enumerate(convs)]))()
+    }.get(case, lambda: conv_graph(with_one_conv_off(convs, ONE_CONV_OFF[case])))()
     with pytest.raises(onnx_graph.NotConvNeXtPose) as departs:
         onnx_graph.layout(model)
     assert all(fact in str(departs.value) for fact in DEPARTURES[case])
@@ -148,12 +171,15 @@ def test_constants_are_initializers_and_constant_nodes_of_every_form():
                  numpy.array([1.0, 2.0, 2.0, 4.0], numpy.float32))),
              helper.make_node("Constant", [], ["f"], value_floats=[1.0, 2.0]),
              helper.make_node("Constant", [], ["i"], value_ints=[3, 4]),
-             helper.make_node("Constant", [], ["s"], value_string="text")]
+             helper.make_node("Constant", [], ["s"], value_string="text"),
+             # a fill value, not the output's value (which has the shape `n` gives)
+             helper.make_node("ConstantOfShape", ["n"], ["zeros"], value=numpy_helper.from_array(
+                 numpy.array([0.0], numpy.float32)))]
     init = numpy_helper.from_array(numpy.ones((2, 2), numpy.float32), "w")
     out = helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])
     model = helper.make_model(helper.make_graph(nodes, "g", [], [out], [init]))
     known = onnx_graph.constants(model)
-    assert sorted(known) == ["f", "i", "t", "w"]  # a string is no number to read
+    assert sorted(known) == ["f", "i", "t", "w"]  # a string is no number to read; n unknown
     assert known["t"].tolist() == [1.0, 2.0, 2.0, 4.0] and known["w"].shape == (2, 2)
     assert known["f"].tolist() == [1.0, 2.0] and known["i"].tolist() == [3, 4]
 
