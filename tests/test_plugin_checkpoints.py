@@ -137,3 +137,34 @@ def test_update_in_parallel_is_refused(repo, accepted):
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["*--snapshot-update cannot run under pytest-xdist*"])
     assert _snapshots(repo) == accepted
+
+
+# What decides the refusal, on the options pytest parsed (no run: `-n 2` in a nested run
+# costs two fresh processes; the two runs above show the refusal end to end).
+@pytest.mark.parametrize("args, refused", [
+    (["--snapshot-update", "-n", "2"], True),
+    (["--snapshot-update", "-n", "0"], False),  # xdist installed, no workers
+    (["--snapshot-update", "-p", "no:xdist"], False),
+    (["-n", "2"], False),  # verifying in parallel is fine
+    (["-n", "2", "-p", "no:syrupy"], False),  # no snapshot tool, nothing to update
+], ids=["update-in-parallel", "update-n-0", "update-without-xdist", "parallel-only",
+        "parallel-without-syrupy"])
+def test_only_a_snapshot_update_in_parallel_is_refused(args, refused, pytester):
+    from cnp.plugin import refuse_parallel_snapshot_update
+
+    config = pytester.parseconfig(*args)
+    if refused:
+        with pytest.raises(pytest.UsageError, match="--snapshot-update.*-n"):
+            refuse_parallel_snapshot_update(config)
+    else:
+        refuse_parallel_snapshot_update(config)
+
+
+def test_an_xdist_worker_leaves_the_refusal_to_the_controller(pytester):
+    """Each worker parses the controller's options, -n included; the controller refused
+    already if it had to, and a worker raising would only repeat it per worker."""
+    from cnp.plugin import refuse_parallel_snapshot_update
+
+    config = pytester.parseconfig("--snapshot-update", "-n", "2")
+    config.workerinput = {"workerid": "gw0"}
+    refuse_parallel_snapshot_update(config)

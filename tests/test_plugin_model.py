@@ -38,6 +38,17 @@ def test_entry_point_registers_the_plugin():
     assert plugins.get("cnp") == "cnp.plugin"
 
 
+def test_help_lists_the_plugins_options_under_one_heading(pytester):
+    """`pytest --help`: a section titled with ConvNeXtPose and cnp, holding the three options."""
+    lines = pytester.runpytest("--help").outlines
+    (start,) = [i for i, line in enumerate(lines)
+                if "ConvNeXtPose" in line and "cnp" in line and line.endswith(":")]
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace())
+    options = [line.split()[0].split("=")[0] for line in lines[start + 1:end]
+               if line.startswith("  --")]
+    assert options == ["--cnp-model", "--cnp-checkpoints", "--cnp-onnx"]
+
+
 def test_plain_pytest_collects_only_the_users_tests(repo):
     result = _run(repo, "--collect-only", "-q")
     assert result.ret == 0
