@@ -19,12 +19,13 @@ def pytest_collection_finish(session):
     """Start, in one background process, the exports of S, M and L that the selected tests
     read (marker reads_export): 25-30 s of torch's exporter that then runs beside the other
     tests. Not under mutation testing (each mutant's run would start it; the export tests
-    are `slow`, which mutation runs leave out), in an xdist worker, or when only collecting."""
+    are `slow`, which mutation runs leave out), in an xdist worker, when only collecting, or
+    with CNP_TEST_EXPORTS_AHEAD=0 (every export in this process, one after the other)."""
     config = session.config
     ahead = sorted({mark.args[0] for item in session.items
                     for mark in item.iter_markers("reads_export")} - {"xs"})
     if (not ahead or "MUTANT_UNDER_TEST" in os.environ or hasattr(config, "workerinput")
-            or config.option.collectonly):
+            or config.option.collectonly or os.environ.get("CNP_TEST_EXPORTS_AHEAD") == "0"):
         return
     directory = Path(tempfile.mkdtemp(prefix="cnp-exports-"))
     exports = Exports(directory, tuple(ahead))
