@@ -110,6 +110,12 @@ def test_missing_checkpoint_directory_is_a_usage_error(repo):
     result.stderr.fnmatch_lines(["*--cnp-checkpoints none: no such directory*"])
 
 
+def test_without_syrupy_the_gate_is_a_usage_error_naming_it(repo):
+    result = _gate(repo, "-p", "no:syrupy")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--cnp-checkpoints*syrupy*"])
+
+
 def test_a_folder_outside_needs_the_equals_form(repo, tmp_path_factory):
     outside = tmp_path_factory.mktemp("elsewhere")
     result = _run(repo, "--cnp-checkpoints", str(outside))
