@@ -38,15 +38,33 @@ def test_entry_point_registers_the_plugin():
     assert plugins.get("cnp") == "cnp.plugin"
 
 
+def help_entries(lines: list[str]) -> dict[str, str]:
+    """`pytest --help`'s entries (an option or ini name at two spaces) → their help text."""
+    entries, name = {}, None
+    for line in lines:
+        if line.startswith("  ") and not line.startswith("   "):
+            name, _, text = line.strip().partition(" ")
+            entries[name] = text.strip()
+        elif line.startswith("   ") and name:
+            entries[name] += " " + line.strip()
+        else:
+            name = None
+    return entries
+
+
 def test_help_lists_the_plugins_options_under_one_heading(pytester):
-    """`pytest --help`: a section titled with ConvNeXtPose and cnp, holding the three options."""
+    """`pytest --help`: a section titled with ConvNeXtPose and cnp, holding the three options,
+    each with its help; the ini option with its help."""
     lines = pytester.runpytest("--help").outlines
     (start,) = [i for i, line in enumerate(lines)
                 if "ConvNeXtPose" in line and "cnp" in line and line.endswith(":")]
     end = next(i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace())
-    options = [line.split()[0].split("=")[0] for line in lines[start + 1:end]
-               if line.startswith("  --")]
-    assert options == ["--cnp-model", "--cnp-checkpoints", "--cnp-onnx"]
+    section = help_entries(lines[start + 1:end])
+    assert [name.split("=")[0] for name in section] == [
+        "--cnp-model", "--cnp-checkpoints", "--cnp-onnx"]
+    assert all(len(text.split()) > 3 for text in section.values()), section
+    ini = help_entries(lines)["cnp_snapshot_dir"]
+    assert "snapshots" in ini and "cnp_snapshots" in ini  # what it holds, its default
 
 
 def test_plain_pytest_collects_only_the_users_tests(repo):
