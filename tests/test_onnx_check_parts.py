@@ -435,6 +435,14 @@ def test_onnx_cases_of_one_file_are_that_file_whatever_its_suffix(tmp_path):
         ("s-s_model.bin", tmp_path / "s_model.bin")]
 
 
+def test_onnx_cases_of_a_folder_are_its_onnx_files_in_name_order(tmp_path):
+    for name in ("xs_b.onnx", "a.onnx", "notes.txt", "upper.ONNX"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.onnx").mkdir()  # a folder is no export, whatever its name
+    assert onnx_check.onnx_cases(tmp_path) == [
+        ("unlabeled-a.onnx", tmp_path / "a.onnx"), ("xs-xs_b.onnx", tmp_path / "xs_b.onnx")]
+
+
 # Where each check's expectation comes from, and how its finding was obtained.
 SOURCES = {"structure": ("spec", "stored"), "variant": ("spec", "stored"),
            "upsampling": ("spec", "measured"), "numerics": ("golden", "measured")}
