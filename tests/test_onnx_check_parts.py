@@ -429,6 +429,33 @@ def test_check_onnx_gives_the_plugin_every_check_of_the_report(tmp_path):
     assert checks[0].ok is True and checks[3].ok is None  # no weights: numerics not checked
 
 
+def xs_weights(path):
+    import torch
+
+    torch.save(seeded_model("xs").state_dict(), path)
+    return path
+
+
+def test_check_onnx_passes_the_variant_and_the_weights_on(tmp_path):
+    onnx.save(graph(), tmp_path / "model.onnx")
+    checks = onnx_check.check_onnx(tmp_path / "model.onnx", "s", xs_weights(tmp_path / "w.pth"))
+    assert checks[1].expected["variant"] == "s"  # the variant asked for
+    assert checks[3].ok is False  # the weights' outputs compared: the graph's are not XS's
+
+
+def test_the_variant_asked_for_wins_over_the_files_name(tmp_path):
+    onnx.save(tiny(), tmp_path / "xs_model.onnx")
+    variant = onnx_check.report(tmp_path / "xs_model.onnx", variant="s").checks[1]
+    assert variant.expected["variant"] == "s" and variant.ok is False
+
+
+def test_weights_given_are_compared_with_the_graphs_outputs(tmp_path):
+    onnx.save(graph(), tmp_path / "model.onnx")
+    numerics = onnx_check.report(tmp_path / "model.onnx", variant="xs",
+                                 weights=xs_weights(tmp_path / "w.pth")).checks[3]
+    assert numerics.ok is False and numerics.found  # run and compared, not skipped
+
+
 def test_onnx_cases_of_one_file_are_that_file_whatever_its_suffix(tmp_path):
     (tmp_path / "s_model.bin").write_bytes(b"")
     assert onnx_check.onnx_cases(tmp_path / "s_model.bin") == [
