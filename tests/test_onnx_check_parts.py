@@ -276,6 +276,16 @@ def test_upsampling_as_the_spec_says_passes_and_names_each_layer():
     assert all(part.endswith(" linear align_corners x2") for part in check.detail.split("; "))
 
 
+def test_the_report_places_the_upsampling_nodes_of_the_expected_variant(tmp_path):
+    where = onnx_graph.layout(tiny())
+    model = with_resizes(tiny(), [where.head_starts[0] + 1, where.head_starts[1] + 1],
+                         mode="linear", coordinate_transformation_mode="align_corners")
+    onnx.save(model, tmp_path / "xs_model.onnx")
+    check = onnx_check.report(tmp_path / "xs_model.onnx").checks[2]
+    assert check.ok is True
+    assert [f["layer"] for f in check.found] == ["head.deconv_layers_1", "head.deconv_layers_2"]
+
+
 @pytest.mark.parametrize("scale, text", [([2.0, 2.0], "2"), ([2.0, 1.5], "2,1.5"), (None, "?")],
                          ids=["square", "two-factors", "unknown"])
 def test_a_scale_is_written_once_when_both_sides_agree(scale, text):
