@@ -379,10 +379,13 @@ def test_seeded_weights_of_another_digest_are_not_compared(meta):
 
 @pytest.mark.parametrize("meta, says", [
     ({"cnp.weights": "checkpoint:xs.pth"}, "(the file records weights from xs.pth)"),
+    ({"cnp.weights": "checkpoint:C:/w/xs.pth"}, "(the file records weights from C:/w/xs.pth)"),
+    ({"cnp.weights": "xs.pth"}, "(the file records weights from xs.pth)"),  # no kind: a name
     ({"cnp.weights": "seeded:two", "cnp.variant": "xs"}, "(the file records weights from two)"),
     ({"cnp.weights": "seeded:1", "cnp.variant": "xxl"}, "(the file records weights from 1)"),
     ({}, "no weights to compare with: pass --weights CHECKPOINT")],
-    ids=["checkpoint", "seed-not-a-number", "unknown-variant", "nothing"])
+    ids=["checkpoint", "checkpoint-path-with-colon", "no-kind", "seed-not-a-number",
+         "unknown-variant", "nothing"])
 def test_without_weights_to_remake_the_numerics_say_what_the_file_records(meta, says):
     found = onnx_check._reference(meta, None)
     assert found.model is None and says in found.source
