@@ -321,6 +321,35 @@ def test_a_batch_onnx_runtime_cannot_run_is_named(reference):
     assert any(p.startswith("batch 4: ") for p in check.detail.split("; "))
 
 
+def test_a_batch_that_fails_does_not_stop_the_next(reference):
+    check = onnx_check.check_numerics(graph(image=(4, 3, *XS.input_size)), reference)
+    assert list(check.found) == ["batch_4"]  # batch 1 failed first, batch 4 still ran
+    assert any(p.startswith("batch 1: ") for p in check.detail.split("; "))
+
+
+def test_a_failed_run_quotes_onnx_runtimes_reason(reference):
+    import onnxruntime
+
+    model = graph(image=(1, 3, *XS.input_size))
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - whatever ONNX Runtime raises
+        session.run(None, {"image": numpy.zeros((4, 3, *XS.input_size), numpy.float32)})
+    reason = str(refused.value).splitlines()[0]
+    assert reason in onnx_check.check_numerics(model, reference).detail
+
+
+@pytest.mark.parametrize("case", ["no-reference", "unloadable", "run"])
+def test_the_numerics_check_states_its_tolerance_source_and_basis(case, reference):
+    model = graph(op="NoSuchOp") if case == "unloadable" else graph()
+    given = Reference(None, "nothing to compare with") if case == "no-reference" else reference
+    check = onnx_check.check_numerics(model, given)
+    assert check.check == "numerics" and (check.source, check.basis) == ("golden", "measured")
+    assert all(str(v) in check.expected for v in (RTOL, ATOL, *onnx_check.BATCHES))
+    if case == "no-reference":
+        assert check.ok is None and check.detail == "nothing to compare with"
+
+
 def test_an_output_of_another_shape_is_named_not_compared(reference):
     check = onnx_check.check_numerics(graph(channels=XS.joint_num), reference)
     assert check.ok is False
