@@ -154,7 +154,7 @@ def test_a_patchify_convolution_has_a_stride_equal_to_its_kernel(weight, group, 
     assert conv(weight, group, stride).patchify(4) is patchify
 
 
-def test_a_conv_nodes_group_and_strides_default_to_onnxs():
+def test_a_conv_nodes_group_and_strides_take_the_onnx_defaults():
     weight = numpy_helper.from_array(numpy.zeros((4, 3, 1, 1), numpy.float32), "w")
     node = helper.make_node("Conv", ["x", "w"], ["y"])  # no group, no strides: 1 and (1, 1)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
@@ -378,7 +378,7 @@ def test_a_damaged_file_quotes_the_decoders_reason(tmp_path):
     assert reason in refused.value.problem
 
 
-def test_missing_external_weights_quote_onnxs_reason(tmp_path):
+def test_missing_external_weights_quote_the_onnx_librarys_reason(tmp_path):
     onnx.save(tiny(), tmp_path / "model.onnx", save_as_external_data=True,
               all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
     (tmp_path / "weights.bin").unlink()
