@@ -5,8 +5,10 @@
 the umask UMASK, as a user would: in this process, or, for the variants named `ahead`, in
 one background process started when the session's tests are collected (tests/conftest.py),
 so that S's, M's and L's exports (25-30 s) run beside the other tests instead of before
-theirs. XS's export stays in this process: mutation testing and coverage see its code run. The broken graphs are cnp's XS export edited where an
-export of a changed model differs from it (milliseconds instead of another export): Resize
+theirs. XS's export stays in this process: mutation testing and coverage see its code run.
+
+The broken graphs are cnp's XS export edited where an export of a changed model differs
+from it (milliseconds instead of another export): Resize
 attributes as torch's exporter writes them for align_corners=False and for nearest, or the
 coordinates output pruned. They keep the XS export's provenance, so their numerics are
 compared with the real XS.
@@ -46,6 +48,10 @@ def _with_umask(umask: int, run):
         os.umask(previous)
 
 
+def export_path(directory: Path, variant: str) -> Path:
+    return directory / f"convnextpose_{variant}.onnx"
+
+
 class Exports(dict):
     """variant → Export of `cnp export VARIANT DIR/VARIANT.onnx --force`, made on first use
     or, for the variants `ahead`, by a background process started at construction."""
@@ -55,7 +61,7 @@ class Exports(dict):
         self.directory, self.ahead, self.process = directory, set(ahead), None
         if ahead:
             for variant in ahead:
-                self._path(variant).write_bytes(PLACEHOLDER)
+                export_path(self.directory, variant).write_bytes(PLACEHOLDER)
             # One thread: the exporter is Python-bound, and this process's tests keep the
             # other core.
             with (directory / "ahead.log").open("wb") as log:
@@ -64,16 +70,13 @@ class Exports(dict):
                     stdout=subprocess.DEVNULL, stderr=log,
                     env={**os.environ, "OMP_NUM_THREADS": "1"})
 
-    def _path(self, variant: str) -> Path:
-        return self.directory / f"convnextpose_{variant}.onnx"
-
     def stop(self):
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
 
     def __missing__(self, variant: str) -> Export:
-        path = self._path(variant)
+        path = export_path(self.directory, variant)
         if variant in self.ahead:
             code = self._wait_for(variant)
         else:
@@ -105,8 +108,7 @@ def _export_ahead(directory: Path, variants: list[str]):
     from cnp.cli import main
 
     for variant in variants:
-        path = directory / f"convnextpose_{variant}.onnx"
-        code = main(["export", variant, str(path), "--force"])
+        code = main(["export", variant, str(export_path(directory, variant)), "--force"])
         (directory / f"{variant}.code.tmp").write_text(str(code))
         (directory / f"{variant}.code.tmp").rename(directory / f"{variant}.code")
 

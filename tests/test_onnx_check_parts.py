@@ -262,11 +262,15 @@ def test_upsampling_without_a_variant_is_not_checked():
     assert "--variant" in check.detail  # what to do about it
 
 
-def test_upsampling_as_the_spec_says_passes_and_names_each_layer():
+def upsampling_as_xs():
     """XS upsamples in head layers 1 and 2 (2UP): a Resize in each, linear, align_corners, ×2."""
     where = onnx_graph.layout(tiny())
-    model = with_resizes(tiny(), [where.head_starts[0] + 1, where.head_starts[1] + 1],
-                         mode="linear", coordinate_transformation_mode="align_corners")
+    return with_resizes(tiny(), [where.head_starts[0] + 1, where.head_starts[1] + 1],
+                        mode="linear", coordinate_transformation_mode="align_corners")
+
+
+def test_upsampling_as_the_spec_says_passes_and_names_each_layer():
+    model = upsampling_as_xs()
     check = onnx_check.check_upsampling(model, onnx_graph.layout(model), XS)
     layers = [onnx_graph.head_layer_name(n) for n, factor in enumerate(XS.head_upsample, 1)
               if factor == 2]
@@ -277,10 +281,7 @@ def test_upsampling_as_the_spec_says_passes_and_names_each_layer():
 
 
 def test_the_report_places_the_upsampling_nodes_of_the_expected_variant(tmp_path):
-    where = onnx_graph.layout(tiny())
-    model = with_resizes(tiny(), [where.head_starts[0] + 1, where.head_starts[1] + 1],
-                         mode="linear", coordinate_transformation_mode="align_corners")
-    onnx.save(model, tmp_path / "xs_model.onnx")
+    onnx.save(upsampling_as_xs(), tmp_path / "xs_model.onnx")
     check = onnx_check.report(tmp_path / "xs_model.onnx").checks[2]
     assert check.ok is True
     assert [f["layer"] for f in check.found] == ["head.deconv_layers_1", "head.deconv_layers_2"]

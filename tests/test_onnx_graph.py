@@ -81,13 +81,13 @@ DEPARTURES = {  # the facts each message must carry
 
 # case → {index of a convolution (negative: from the end): what replaces it}
 ONE_CONV_OFF = {"expansion-not-4": {2: ((12, 4, 1, 1), 1, 1)},
-             "block-not-back": {3: ((8, 16, 1, 1), 1, 1)},
-             "depthwise-of-other-width": {1: ((8, 1, 3, 3), 8, 1)},
-             "non-square-kernel": {1: ((4, 1, 3, 5), 4, 1)},
-             "head-1-not-1x1": {-6: ((8, 32, 3, 3), 1, 1)},
-             "head-2-not-depthwise": {-5: ((8, 8, 1, 1), 1, 1)},
-             "head-3-depthwise-of-other-width": {-3: ((16, 1, 5, 5), 16, 1)},
-             "head-3-non-square-kernel": {-3: ((8, 1, 3, 5), 8, 1)}}
+                "block-not-back": {3: ((8, 16, 1, 1), 1, 1)},
+                "depthwise-of-other-width": {1: ((8, 1, 3, 3), 8, 1)},
+                "non-square-kernel": {1: ((4, 1, 3, 5), 4, 1)},
+                "head-1-not-1x1": {-6: ((8, 32, 3, 3), 1, 1)},
+                "head-2-not-depthwise": {-5: ((8, 8, 1, 1), 1, 1)},
+                "head-3-depthwise-of-other-width": {-3: ((16, 1, 5, 5), 16, 1)},
+                "head-3-non-square-kernel": {-3: ((8, 1, 3, 5), 8, 1)}}
 
 
 def with_one_conv_off(convs, change):
@@ -294,9 +294,9 @@ def to_sizes_known_at_run_time(out):
 def to_sizes_computed_from_the_input():
     """sizes = (N, C of x's Shape, 16, 24): what exporters write for a computed size."""
     model = one_node("Resize", 13, ["", "", "n"], size=(8, 8))
-    first_two = [numpy_helper.from_array(numpy.array([v]), n) for n, v in (("0", 0), ("2", 2))]
+    slice_bounds = [numpy_helper.from_array(numpy.array([v]), n) for n, v in (("0", 0), ("2", 2))]
     model.graph.initializer.extend([
-        *first_two, numpy_helper.from_array(numpy.array([16, 24]), "hw")])
+        *slice_bounds, numpy_helper.from_array(numpy.array([16, 24]), "hw")])
     model.graph.node.insert(0, helper.make_node("Shape", ["x"], ["shape"]))
     model.graph.node.insert(1, helper.make_node("Slice", ["shape", "0", "2"], ["nc"]))
     model.graph.node.insert(2, helper.make_node("Concat", ["nc", "hw"], ["n"], axis=0))
@@ -320,6 +320,13 @@ def test_a_scale_without_constants_is_output_over_input_size(model, scale):
 
 
 # ---------------------------------------------------------------- unusable files
+
+
+def save_with_external_weights(path):
+    """The tiny graph at `path`, its weights in weights.bin beside it; returns that file."""
+    onnx.save(tiny(), path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    return path.parent / "weights.bin"
 
 
 @pytest.mark.parametrize("case, says", [
@@ -354,9 +361,7 @@ def test_an_unusable_file_is_named_with_its_problem(case, says, tmp_path):
         model.ir_version = 0
         onnx.save(model, path)
     elif case == "external-missing":
-        onnx.save(tiny(), path, save_as_external_data=True, all_tensors_to_one_file=True,
-                  location="weights.bin", size_threshold=0)
-        (tmp_path / "weights.bin").unlink()
+        save_with_external_weights(path).unlink()
     with pytest.raises(InputError) as refused:
         onnx_graph.load(path)
     assert refused.value.path == str(path) and says in refused.value.problem
@@ -379,9 +384,7 @@ def test_a_damaged_file_quotes_the_decoders_reason(tmp_path):
 
 
 def test_missing_external_weights_quote_the_onnx_librarys_reason(tmp_path):
-    onnx.save(tiny(), tmp_path / "model.onnx", save_as_external_data=True,
-              all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
-    (tmp_path / "weights.bin").unlink()
+    save_with_external_weights(tmp_path / "model.onnx").unlink()
     reason = onnx_refusal(lambda: onnx.load_external_data_for_model(
         onnx.load(tmp_path / "model.onnx", load_external_data=False), str(tmp_path)))
     with pytest.raises(InputError) as refused:
@@ -410,7 +413,6 @@ def test_a_file_that_cannot_be_read_is_named_with_the_reason(tmp_path, monkeypat
 
 
 def test_external_weights_beside_the_file_are_read(tmp_path):
-    onnx.save(tiny(), tmp_path / "model.onnx", save_as_external_data=True,
-              all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    save_with_external_weights(tmp_path / "model.onnx")
     model = onnx_graph.load(tmp_path / "model.onnx")
     assert onnx_graph.layout(model).inferred.dims == TINY["dims"]
