@@ -88,10 +88,13 @@ def _reference(meta: dict, weights: str | os.PathLike | None) -> Reference:
             and meta.get(META_VARIANT) in VARIANTS):
         seed = int(source.removeprefix("seeded:"))
         model = seeded(meta[META_VARIANT], seed)
-        if weights_sha256(model) != meta.get(META_WEIGHTS_SHA256):
+        recorded = meta.get(META_WEIGHTS_SHA256)
+        if weights_sha256(model) != recorded:
+            # Without the digest the seed alone cannot show the weights are the ones exported.
+            why = "no sha256 of them" if recorded is None else "another sha256 than this cnp makes"
             return Reference(None, f"the file records cnp's seeded {meta[META_VARIANT].upper()} "
-                                   f"weights (seed {seed}) with another sha256 than this cnp "
-                                   "makes: re-export it, or pass --weights")
+                                   f"weights (seed {seed}) with {why}: re-export it, or pass "
+                                   "--weights")
         return Reference(model, f"cnp's seeded {meta[META_VARIANT].upper()} weights (seed {seed}), "
                                 "as the file's metadata records")
     recorded = f" (the file records weights from {source.split(':', 1)[-1]})" if source else ""
