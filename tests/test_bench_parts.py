@@ -54,14 +54,19 @@ def test_matmul_roofline_is_two_n_cubed_flops_over_the_median(fake_clock):
     assert run["mm"].shape == (64, 64) and run["mm"].abs().sum() > 0
 
 
-def test_the_roofline_times_the_same_product_on_the_device_asked_for(fake_clock):
-    """Seeded matrices: every run (and every machine) times the same product."""
+def test_the_roofline_times_the_same_product_on_the_device_asked_for(fake_clock, monkeypatch):
+    """Seeded matrices: every run (and every machine) times the same product, both of its
+    operands on the device asked for (torch multiplies a meta matrix by a CPU one)."""
+    operands, mm = [], torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b: operands.append((a.device.type,
+                                                                    b.device.type)) or mm(a, b))
     bench.matmul_roofline(size=16)
     bench.matmul_roofline(size=16)
     bench.matmul_roofline(size=16, device="meta")
     first, second, on_meta = (run["mm"] for run in fake_clock.ran)
     assert torch.equal(first, second) and on_meta.device.type == "meta"
     assert [asked["device"] for asked in fake_clock.asked] == ["cpu", "cpu", "meta"]
+    assert operands == [("cpu", "cpu"), ("cpu", "cpu"), ("meta", "meta")]
 
 
 def test_time_interleaved_measures_each_call_by_the_clock():
