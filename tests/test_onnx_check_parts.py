@@ -371,6 +371,23 @@ def test_outputs_far_off_name_the_worst_role_and_batch(reference):
     assert f"{ratios['batch_1']:.3g}" in problems[0] and f"{ratios['batch_4']:.3g}" in problems[1]
 
 
+def test_each_role_is_compared_on_its_own_output(reference):
+    """Heatmaps of another shape do not stop the coordinates' comparison, and an output of
+    neither role, listed first, is not taken for one."""
+    model = with_coords(graph(channels=XS.joint_num))
+    model.graph.node.append(
+        helper.make_node("ReduceMean", ["image"], ["features"], axes=[2, 3], keepdims=0))
+    model.graph.output.insert(
+        0, helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3]))
+    check = onnx_check.check_numerics(model, reference)
+    assert check.ok is False
+    assert [sorted(ratios) for ratios in check.found.values()] == [["coords", "heatmaps"]] * 2
+    for ratios in check.found.values():
+        assert ratios["heatmaps"] is None and ratios["coords"] > 1  # its numbers are not XS's
+    problems = check.detail.split("; ")[1:]
+    assert [p.split(": ")[1].split()[0] for p in problems] == ["heatmaps", "coords"] * 2
+
+
 def test_nan_outputs_fail_and_are_recorded_as_no_ratio(reference):
     check = onnx_check.check_numerics(graph(weight=math.nan), reference)
     assert check.ok is False
