@@ -207,6 +207,29 @@ def test_bench_passes_every_option_to_the_measurement(replay_xs, cli, monkeypatc
                            "device": "cpu", "roofline_gflops_s": 123.0}
 
 
+def test_bench_defaults_are_the_documented_ones(replay_xs, cli, monkeypatch):
+    """`cnp bench xs` alone: eager and fast, batch 1, 10 timed runs after 2 untimed ones, on
+    the CPU, torch's threads left as they are (its help says so)."""
+    calls, threads = {}, []
+    monkeypatch.setattr(bench, "matmul_roofline", lambda **options: calls.update(
+        roofline=options) or 123.0)
+    monkeypatch.setattr(bench, "bench_variant", lambda variant, **options: calls.update(
+        {variant: options}) or SimpleNamespace(to_dict=lambda: replay_xs))
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    assert cli("bench", "xs").code == 0
+    assert calls["roofline"] == {"repeats": 10, "device": "cpu"}
+    assert calls["xs"] == {"backends": ("eager", "fast"), "batch": 1, "repeats": 10,
+                           "warmup": 2, "device": "cpu", "roofline_gflops_s": 123.0}
+    assert threads == []
+
+
+def test_bench_device_is_cpu_or_cuda(replay_xs, cli):
+    assert cli("bench", "xs", "--backend", "eager", "--device", "cpu").code == 0
+    refused = cli("bench", "xs", "--device", "tpu")
+    assert refused.code == 2 and refused.err.count("\n") == 1
+    assert "--device" in refused.err and "'tpu'" in refused.err
+
+
 def test_bench_json_has_the_results_and_the_machine(replay_xs, cli):
     report = json.loads(cli("bench", "xs", "--backend", "eager", "--json").out)
     assert set(report) == {"results", "machine"}
@@ -312,6 +335,14 @@ def test_plot_refuses_to_overwrite_without_force(tmp_path, cli):
     assert result.code == 2
     assert "file exists; pass --force" in result.err
     assert target.read_bytes() == b"keep me"
+
+
+def test_plot_overwrites_with_force(replay_xs, tmp_path, cli):
+    pytest.importorskip("matplotlib", reason="matplotlib (extra 'plot') is not installed")
+    target = tmp_path / "p.png"
+    target.write_bytes(b"old")
+    assert cli("bench", "xs", "--plot", target, "--force").code == 0
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_draws_a_png(replay_xs, tmp_path, cli):
