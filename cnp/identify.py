@@ -85,6 +85,9 @@ class Inferred:
     upsample_reason: str
 
     def spec(self, name: str = "inferred", head_upsample: tuple[int, ...] | None = None) -> VariantSpec:
+        # Unknown upsampling read as none: upsampling holds no weights, so the keys and
+        # shapes this spec implies (all _check_consistent reads) are the same either way,
+        # and checkpoints.load refuses a file whose upsampling is unknown before building.
         upsample = head_upsample or self.head_upsample or (1, 1, 1)
         return VariantSpec(
             name=name,
