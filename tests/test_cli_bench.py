@@ -187,7 +187,10 @@ def test_bench_usage_error_from_the_module_entry_point_is_one_line(cli_process):
     assert result.err.startswith("cnp: error: ") and result.err.count("\n") == 1
 
 
-def test_bench_passes_every_option_to_the_measurement(replay_xs, cli, monkeypatch):
+@pytest.fixture
+def measured(replay_xs, monkeypatch):
+    """What `cnp bench` asks of the measurement: the options of the roofline ("roofline")
+    and of each variant (by name), which replay the fixture's row (roofline 123 GFLOP/s)."""
     calls = {}
 
     def roofline(**options):
@@ -200,26 +203,26 @@ def test_bench_passes_every_option_to_the_measurement(replay_xs, cli, monkeypatc
 
     monkeypatch.setattr(bench, "matmul_roofline", roofline)
     monkeypatch.setattr(bench, "bench_variant", measure)
+    return calls
+
+
+def test_bench_passes_every_option_to_the_measurement(measured, cli):
     argv = ["--backend", "eager,fast", "--batch", "2", "--repeats", "2", "--warmup", "1"]
     assert cli("bench", "xs", *argv).code == 0
-    assert calls["roofline"] == {"repeats": 3, "device": "cpu"}  # at least 3 timed runs
-    assert calls["xs"] == {"backends": ("eager", "fast"), "batch": 2, "repeats": 2, "warmup": 1,
-                           "device": "cpu", "roofline_gflops_s": 123.0}
+    assert measured["roofline"] == {"repeats": 3, "device": "cpu"}  # at least 3 timed runs
+    assert measured["xs"] == {"backends": ("eager", "fast"), "batch": 2, "repeats": 2,
+                              "warmup": 1, "device": "cpu", "roofline_gflops_s": 123.0}
 
 
-def test_bench_defaults_are_the_documented_ones(replay_xs, cli, monkeypatch):
+def test_bench_defaults_are_the_documented_ones(measured, cli, monkeypatch):
     """`cnp bench xs` alone: eager and fast, batch 1, 10 timed runs after 2 untimed ones, on
     the CPU, torch's threads left as they are (its help says so)."""
-    calls, threads = {}, []
-    monkeypatch.setattr(bench, "matmul_roofline", lambda **options: calls.update(
-        roofline=options) or 123.0)
-    monkeypatch.setattr(bench, "bench_variant", lambda variant, **options: calls.update(
-        {variant: options}) or SimpleNamespace(to_dict=lambda: replay_xs))
+    threads = []
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     assert cli("bench", "xs").code == 0
-    assert calls["roofline"] == {"repeats": 10, "device": "cpu"}
-    assert calls["xs"] == {"backends": ("eager", "fast"), "batch": 1, "repeats": 10,
-                           "warmup": 2, "device": "cpu", "roofline_gflops_s": 123.0}
+    assert measured["roofline"] == {"repeats": 10, "device": "cpu"}
+    assert measured["xs"] == {"backends": ("eager", "fast"), "batch": 1, "repeats": 10,
+                              "warmup": 2, "device": "cpu", "roofline_gflops_s": 123.0}
     assert threads == []
 
 
