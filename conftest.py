@@ -89,6 +89,22 @@ def _one_thread_unless_timing(config):
         os.environ["OMP_NUM_THREADS"] = "1"
 
 
+def pytest_xdist_auto_num_workers(config):
+    """How many workers `-n auto` (pyproject's addopts) starts: one per CPU for a run of
+    the suite or of a folder, none (this process runs the tests) where workers would be
+    wrong or cost more than they save:
+    - `--snapshot-update`: each worker sees only its share of the snapshots;
+    - timed benchmarks: pytest-benchmark times nothing under xdist;
+    - named test files or test ids: starting workers (each imports torch and collects)
+      costs seconds, more than a few files' tests take.
+    `-n N` on the command line is never changed; `-n 0` runs in this process."""
+    if config.getoption("update_snapshots", default=False) or _timing_requested(config):
+        return 0
+    if not all(Path(arg.split("::")[0]).is_dir() for arg in config.args):
+        return 0
+    return None  # xdist's own count: the CPUs
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     refuse_parallel_snapshot_update(config)

@@ -136,7 +136,8 @@ PRELOAD = ["torch", "torch.utils.flop_counter", "numpy", "safetensors.torch", "h
            "hypothesis.strategies", "syrupy", "syrupy.extensions.json", "pytest",
            "_pytest.pytester", "pytest_benchmark.plugin", "xdist.plugin"]
 
-PYTEST_ARGS = ["-m", "not slow", "-p", "no:cacheprovider"]  # slow: subprocesses, unlinked
+PYTEST_ARGS = ["-m", "not slow", "-p", "no:cacheprovider",  # slow: subprocesses, unlinked
+               "-n", "0"]  # mutmut runs each mutant's tests in its own process
 
 # mutmut's stored exit codes → what they mean here (see the module docstring).
 KILLED = {1, 3, 2, 4, 255,  # tests failed; pytest internal error; import broken (2, 4, -1)
