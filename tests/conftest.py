@@ -15,17 +15,6 @@ from checkpoint_files import POSITIONAL_HEAD_VARIANTS, TINY, save_official
 from onnx_exports import EXPORTS_AHEAD, Exports
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items):
-    """Under xdist (`-n`, with pyproject's `--dist loadgroup`) the tests that read one
-    variant's ONNX export form one group, which one worker runs: each export is made once
-    in the run, not once per worker (the background exports below are off in workers)."""
-    for item in items:
-        if "exports" in item.fixturenames:
-            variants = [mark.args[0] for mark in item.iter_markers("reads_export")] or ["xs"]
-            item.add_marker(pytest.mark.xdist_group(f"onnx-export-{variants[0]}"))
-
-
 def pytest_collection_finish(session):
     """Start, in one background process, the exports of S, M and L that the selected tests
     read (marker reads_export): 25-30 s of torch's exporter that then runs beside the other

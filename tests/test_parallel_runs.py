@@ -54,21 +54,3 @@ def test_snapshot_updates_stay_in_this_process(auto_workers):
 def test_timed_benchmarks_stay_in_this_process(auto_workers, option):
     assert auto_workers("tests", **{option: True}) == 0
 
-
-def test_tests_reading_one_export_form_one_group(pytester):
-    """Under `--dist loadgroup` a group runs in one worker: each export is made once."""
-    import importlib.util
-
-    if importlib.util.find_spec("onnx") is not None:
-        import onnx  # noqa: F401 - see tests/test_selection.py: imported once per process
-    items, _ = pytester.inline_genitems(f"--rootdir={ROOT}", "-p", "no:cacheprovider",
-                                        str(ROOT / "tests" / "test_onnx.py"))
-    if not items:
-        pytest.skip("the 'onnx' extra is not installed")
-    groups = {item.name: [mark.args[0] for mark in item.iter_markers("xdist_group")]
-              for item in items}
-    assert groups["test_export_round_trips[xs]"] == ["onnx-export-xs"]
-    assert groups["test_export_round_trips[m]"] == ["onnx-export-m"]
-    assert groups["test_another_variants_graph_fails_the_variant_check[s-graph-as-xs]"] == [
-        "onnx-export-s"]
-    assert groups["test_failed_export_creates_nothing[no-directory]"] == []
